@@ -251,7 +251,10 @@
 
   function createPanel(ctx) {
     const { cfg, root } = ctx;
-    const t = STRINGS[cfg.lang] || STRINGS.en;
+    // The owner's language setting wins; otherwise the first of the browser's languages that we speak.
+    const wanted = cfg.language && cfg.language !== "auto" ? [cfg.language] : navigator.languages || [navigator.language];
+    const lang = wanted.map((l) => String(l || "").slice(0, 2).toLowerCase()).find((l) => STRINGS[l]) || "en";
+    const t = STRINGS[lang];
 
     // ---- state ----
     const messages = new Map(); // id → message, every message the server has confirmed
@@ -274,6 +277,7 @@
     panel.hidden = true;
     panel.setAttribute("role", "dialog");
     panel.setAttribute("aria-label", cfg.title || "Chat");
+    panel.lang = lang;
     panel.dataset.side = cfg.position;
     panel.style.setProperty("--natter-color", cfg.color);
     panel.style.setProperty("--natter-fg", cfg.fg);
@@ -352,7 +356,7 @@
     foot.appendChild(el("span", "powered", t.powered));
 
     // ---- rendering ----
-    const timeFormat = new Intl.DateTimeFormat(cfg.lang, { hour: "2-digit", minute: "2-digit" });
+    const timeFormat = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit" });
     const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 80;
     const toBottom = () => { log.scrollTop = log.scrollHeight; };
 
