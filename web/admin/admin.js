@@ -517,7 +517,8 @@ async function openConversation(id) {
   }
   if (!thread.loaded) {
     try {
-      const page = await api(`/conversations/${encodeURIComponent(id)}/messages?limit=50`);
+      // With `before`, the server pages backwards from the newest message; without it, it starts at the oldest.
+      const page = await api(`/conversations/${encodeURIComponent(id)}/messages?before=${Number.MAX_SAFE_INTEGER}&limit=50`);
       for (const message of page.messages || []) thread.messages.set(message.id, Object.assign({ conversation_id: id }, message));
       thread.more = !!page.more;
       thread.loaded = true;
