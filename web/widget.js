@@ -35,7 +35,7 @@
       [cfg.position === "left" ? "right" : "left"]: "auto", "z-index": "2147483000", display: "block",
       margin: "0", padding: "0", border: "0", transform: "none" };
     for (const p in place) host.style.setProperty(p, place[p], "important");
-    const root = host.attachShadow({ mode: "closed" });
+    const root = host.attachShadow({ mode: "open" });
     if (root.adoptedStyleSheets && window.CSSStyleSheet && "replaceSync" in CSSStyleSheet.prototype) {
       const sheet = new CSSStyleSheet();
       sheet.replaceSync(CSS_TEXT);

@@ -167,7 +167,7 @@ export class Natter {
   }
 }
 
-// A tiny static "blog" on its own origin. `pages` maps a path to a function returning HTML; the natter URL is
+// A tiny static "blog" on its own origin. `pages` maps a path to a function returning HTML (or {body, headers}); the natter URL is
 // filled in later through `blog.natter`, because natter's allowed origins must name the blog before it starts.
 export async function startBlog(pages) {
   const blog = { natter: null };
@@ -178,8 +178,10 @@ export async function startBlog(pages) {
       res.end("not found");
       return;
     }
-    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" });
-    res.end(page(blog));
+    const made = page(blog);
+    const { body, headers = {} } = typeof made === "string" ? { body: made } : made;
+    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store", ...headers });
+    res.end(body);
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   blog.url = `http://127.0.0.1:${server.address().port}`;

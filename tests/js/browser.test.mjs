@@ -1,0 +1,356 @@
+// The story a blogger and a visitor live, in headless Chromium: a blog on its own origin with the script tag, the
+// widget, the dashboard in a second browser, reloads, and a server that goes away and comes back while both keep
+// writing. Every message must arrive exactly once on both sides.
+
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
+import { ADMIN_PASSWORD, CHROMIUM, eventually, launchChromium, Natter, startBlog } from "./harness.mjs";
+
+const blogPage = (title, extraHead = "") => (blog) => `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${title}</title>${extraHead}</head>
+<body><article><h1>A post</h1><p>Some words worth discussing.</p></article>
+<script src="${blog.natter}/widget.js" defer></script></body></html>`;
+
+// CSS that would wreck any widget that lives in the page's own DOM.
+const HOSTILE = `<style>
+* { all: unset !important; font-family: "Comic Sans MS", cursive !important; }
+div, section, form, textarea, button, span { display: none !important; }
+body * { position: static !important; transform: rotate(3deg) !important; }
+</style>`;
+
+// The CSP a careful blog might send: natter is allowed for scripts, styles and the socket, nothing is inline.
+const cspBlog = (blog) => `default-src 'self'; script-src 'self' ${blog.natter}; style-src 'self' ${blog.natter}; connect-src 'self' ${blog.natter} ${blog.natter.replace(/^http/, "ws")}; img-src 'self' data:`;
+
+const XSS_TITLE = `<img src=x onerror="window.__xss='title'">Post`;
+
+let natter;
+let blog;
+let browser;
+
+before(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: run tests/js/run.sh, which installs it`);
+  blog = await startBlog({
+    "/": blogPage("My blog"),
+    "/second": blogPage("Another post"),
+    "/hostile": blogPage("Hostile CSS", HOSTILE),
+    "/strict": (b) => ({ body: blogPage("Strict CSP")(b), headers: { "Content-Security-Policy": cspBlog(b) } }),
+    "/xss": blogPage(XSS_TITLE.replace(/</g, "&lt;").replace(/>/g, "&gt;")),
+  });
+  natter = await Natter.start({ origins: [blog.url] });
+  blog.natter = natter.url;
+  browser = await launchChromium();
+});
+
+after(async () => {
+  await browser?.close();
+  await natter?.cleanup();
+  await blog?.close();
+});
+
+// Collects CSP violations and console errors of a page from its very first script on.
+async function watchPage(page) {
+  const problems = [];
+  page.on("console", (msg) => { if (msg.type() === "error") problems.push(`console: ${msg.text()}`); });
+  page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
+  await page.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (e) => {
+      window.__violations = window.__violations || [];
+      window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`);
+    });
+  });
+  return {
+    problems,
+    async violations() { return page.evaluate(() => window.__violations || []); },
+  };
+}
+
+async function newVisitor() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  return { context, page };
+}
+
+async function newAdmin() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  const watch = await watchPage(page);
+  await page.goto(`${natter.url}/admin/`);
+  await page.locator("#login-form").waitFor();
+  await page.fill("#username", "admin");
+  await page.fill("#password", ADMIN_PASSWORD);
+  await page.click("#login-submit");
+  await page.locator("#app").waitFor();
+  return { context, page, watch };
+}
+
+const widget = (page) => ({
+  bubble: page.locator("natter-chat .bubble"),
+  panel: page.locator("natter-chat .panel"),
+  input: page.locator("natter-chat .compose textarea"),
+  banner: page.locator("natter-chat .banner"),
+  rows: page.locator("natter-chat .list .row"),
+  text: (content) => page.locator("natter-chat .list .row .msg").getByText(content, { exact: true }),
+  confirmed: (content) => page.locator("natter-chat .list .row[data-id]").filter({ has: page.getByText(content, { exact: true }) }),
+});
+
+const dashboard = (page) => ({
+  conversations: page.locator("#conversations li.conversation"),
+  text: (content) => page.locator("#message-list .bubble").getByText(content, { exact: true }),
+  confirmed: (content) => page.locator("#message-list .bubble-row[data-id]").filter({ has: page.getByText(content, { exact: true }) }),
+  input: page.locator("#reply-input"),
+});
+
+async function count(locator, expected, message) {
+  await eventually(async () => (await locator.count()) === expected, { timeout: 30000, message: `${message} (want ${expected}, have ${await locator.count()})` });
+}
+
+async function send(input, content) {
+  await input.fill(content);
+  await input.press("Enter");
+}
+
+describe("widget and dashboard", () => {
+  test("nothing is stored or connected before the first click, then chat flows both ways, survives reloads and a restart", async () => {
+    const { context, page } = await newVisitor();
+    const cableRequests = [];
+    page.on("websocket", (ws) => cableRequests.push(ws.url()));
+    page.on("request", (req) => { if (/\/cable|panel\.js|panel\.css/.test(req.url())) cableRequests.push(req.url()); });
+    await page.goto(`${blog.url}/`);
+    const w = widget(page);
+    await w.bubble.waitFor();
+    await page.waitForLoadState("networkidle");
+    assert.equal(await page.evaluate(() => localStorage.length), 0, "no localStorage before the first click");
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0, "no sessionStorage before the first click");
+    assert.deepEqual(await context.cookies(), [], "no cookies");
+    assert.deepEqual(cableRequests, [], "no socket and no panel fetch before the first click");
+    assert.equal(await w.bubble.getAttribute("aria-expanded"), "false");
+
+    await w.bubble.click();
+    await w.panel.waitFor();
+    assert.equal(await w.bubble.getAttribute("aria-expanded"), "true");
+    await eventually(() => page.evaluate(() => document.querySelector("natter-chat").shadowRoot.activeElement?.tagName === "TEXTAREA"), { message: "focus in the composer" });
+    const token = await page.evaluate(() => localStorage.getItem("natter:token"));
+    assert.match(token, /^[0-9a-f-]{36}$/, "the token is made on first open");
+
+    await send(w.input, "Hello from the blog");
+    await count(w.confirmed("Hello from the blog"), 1, "the visitor's message confirmed");
+
+    const admin = await newAdmin();
+    const d = dashboard(admin.page);
+    await count(d.conversations, 1, "one conversation in the dashboard");
+    await d.conversations.first().locator("button").click();
+    await count(d.confirmed("Hello from the blog"), 1, "the visitor's message in the dashboard");
+    const conversationId = await d.conversations.first().getAttribute("data-id");
+    assert.match(admin.page.url(), new RegExp(`#c=${conversationId}$`));
+
+    await send(d.input, "Hi! Thanks for writing.");
+    await count(w.confirmed("Hi! Thanks for writing."), 1, "the admin's reply in the widget");
+    await count(d.confirmed("Hi! Thanks for writing."), 1, "the admin's reply confirmed in the dashboard");
+
+    // Escape closes the panel and gives focus back to the bubble.
+    await w.input.press("Escape");
+    await eventually(async () => !(await w.panel.isVisible()), { message: "the panel to close" });
+    assert.equal(await w.bubble.getAttribute("aria-expanded"), "false");
+    assert.ok(await page.evaluate(() => document.querySelector("natter-chat").shadowRoot.activeElement?.classList.contains("bubble")));
+
+    // Reload both: the history comes back from the server.
+    await page.goto(`${blog.url}/second`);
+    await w.bubble.click();
+    await count(w.confirmed("Hello from the blog"), 1, "history on another page");
+    await count(w.confirmed("Hi! Thanks for writing."), 1, "history on another page");
+    await admin.page.reload();
+    await count(d.confirmed("Hello from the blog"), 1, "history in the dashboard after reload");
+    await count(d.confirmed("Hi! Thanks for writing."), 1, "history in the dashboard after reload");
+
+    // The server goes away; both sides keep writing.
+    await natter.stop();
+    await w.banner.waitFor({ state: "visible", timeout: 30000 });
+    await admin.page.locator("#banner").waitFor({ state: "visible", timeout: 30000 });
+    await send(w.input, "Written in a tunnel");
+    await send(d.input, "Replying from a train");
+    await count(w.text("Written in a tunnel"), 1, "the offline message shown as pending");
+    const outbox = await page.evaluate(() => JSON.parse(localStorage.getItem("natter:outbox") || "[]"));
+    assert.deepEqual(outbox.map((m) => m.content), ["Written in a tunnel"], "the unsent message waits in the outbox");
+
+    await natter.restart();
+    await w.banner.waitFor({ state: "hidden", timeout: 45000 });
+    const all = ["Hello from the blog", "Hi! Thanks for writing.", "Written in a tunnel", "Replying from a train"];
+    for (const content of all) {
+      await count(w.confirmed(content), 1, `"${content}" exactly once in the widget`);
+      await count(d.confirmed(content), 1, `"${content}" exactly once in the dashboard`);
+    }
+    await count(w.rows, all.length, "no extra rows in the widget");
+    await count(admin.page.locator("#message-list .bubble-row"), all.length, "no extra rows in the dashboard");
+    await eventually(() => page.evaluate(() => localStorage.getItem("natter:outbox") === null), { message: "the widget outbox to empty" });
+    await eventually(() => admin.page.evaluate(() => localStorage.getItem("natter:admin-outbox") === null), { message: "the admin outbox to empty" });
+
+    const cookie = await natter.login();
+    const stored = await natter.adminGet(cookie, `/conversations/${conversationId}/messages?limit=50`);
+    assert.deepEqual(stored.messages.map((m) => m.content).sort(), [...all].sort(), "the store holds each message exactly once");
+
+    // Reload after the restart: still exactly once.
+    await page.reload();
+    await w.bubble.click();
+    for (const content of all) await count(w.confirmed(content), 1, `"${content}" once after reload`);
+    await count(w.rows, all.length, "no extra rows after reload");
+
+    assert.deepEqual(await admin.watch.violations(), [], "no CSP violations in the dashboard");
+    await context.close();
+    await admin.context.close();
+  });
+
+  test("the host page's aggressive CSS does not break the widget", async () => {
+    const { context, page } = await newVisitor();
+    await page.goto(`${blog.url}/hostile`);
+    const w = widget(page);
+    await w.bubble.waitFor();
+    const bubble = await w.bubble.boundingBox();
+    assert.ok(bubble && bubble.width > 50 && bubble.width < 70 && bubble.height > 50, `bubble is a ~58px button: ${JSON.stringify(bubble)}`);
+    assert.ok(bubble.x > 1280 - 120 && bubble.y > 800 - 120, `bubble sits in the bottom right corner: ${JSON.stringify(bubble)}`);
+    await w.bubble.click();
+    await w.panel.waitFor();
+    const panel = await w.panel.boundingBox();
+    assert.ok(panel.width > 300 && panel.height > 300, `panel has its size: ${JSON.stringify(panel)}`);
+    await send(w.input, "Styles cannot stop me");
+    await count(w.confirmed("Styles cannot stop me"), 1, "a message sent from the hostile page");
+    await context.close();
+  });
+
+  test("the widget works under a strict host CSP that allows natter but nothing inline", async () => {
+    const { context, page } = await newVisitor();
+    const watch = await watchPage(page);
+    await page.goto(`${blog.url}/strict`);
+    const w = widget(page);
+    await w.bubble.click();
+    await w.panel.waitFor();
+    await send(w.input, "Hello under CSP");
+    await count(w.confirmed("Hello under CSP"), 1, "a message sent under a strict CSP");
+    const radius = await w.panel.evaluate((node) => getComputedStyle(node).borderRadius);
+    assert.equal(radius, "18px", "the panel's stylesheet applied");
+    assert.deepEqual(await watch.violations(), [], "no CSP violations on the strict page");
+    await context.close();
+  });
+
+  test("HTML and script in messages, names and page titles stay literal text on both sides", async () => {
+    const { context, page } = await newVisitor();
+    await page.goto(`${blog.url}/xss?q=<script>window.__xss='url'</script>`);
+    const w = widget(page);
+    await w.bubble.click();
+    await w.panel.waitFor();
+    const payload = `<img src=x onerror="window.__xss='msg'"><script>window.__xss='msg2'</script> see https://example.com/a?b=<i>c</i>`;
+    await send(w.input, payload);
+    await count(w.confirmed(payload), 1, "the payload as literal text in the widget");
+    await page.locator("natter-chat .foot .link-btn").click();
+    await page.locator("natter-chat .identify input[name=name]").fill(`<b>Bold</b><img src=x onerror="window.__xss='name'">`);
+    await page.locator("natter-chat .identify button[type=submit]").click();
+
+    const admin = await newAdmin();
+    const d = dashboard(admin.page);
+    const item = d.conversations.filter({ hasText: "<b>Bold</b>" });
+    await count(item, 1, "the visitor name as literal text in the list");
+    await item.locator("button").click();
+    await count(d.confirmed(payload), 1, "the payload as literal text in the dashboard");
+    await eventually(async () => (await admin.page.locator("#thread-meta").textContent()).includes("<img src=x"), { message: "the page title as literal text" });
+    for (const p of [page, admin.page]) {
+      assert.equal(await p.evaluate(() => window.__xss), undefined, "no payload ran");
+    }
+    assert.equal(await admin.page.locator("#message-list img, #conversations img, #thread-meta img").count(), 0, "no element built from data");
+    assert.equal(await page.locator("natter-chat .list img").count(), 0);
+    const link = page.locator("natter-chat .list a").first();
+    assert.equal(await link.getAttribute("rel"), "noopener noreferrer nofollow");
+    assert.equal(await link.getAttribute("target"), "_blank");
+    await context.close();
+    await admin.context.close();
+  });
+
+  test("the demo page and the dashboard load without CSP violations", async () => {
+    const { context, page } = await newVisitor();
+    const watch = await watchPage(page);
+    await page.goto(`${natter.url}/`);
+    const w = widget(page);
+    await w.bubble.click();
+    await w.panel.waitFor();
+    await eventually(() => page.locator("natter-chat .status-text").textContent().then((t) => t !== "Connecting…"), { message: "the widget to connect on the demo page" });
+    assert.deepEqual(await watch.violations(), [], "no CSP violations on the demo page");
+    const admin = await newAdmin();
+    await admin.page.reload();
+    await admin.page.locator("#app").waitFor();
+    assert.deepEqual(await admin.watch.violations(), [], "no CSP violations in the dashboard");
+    const csp = (await admin.page.request.get(`${natter.url}/admin/`)).headers()["content-security-policy"];
+    assert.ok(csp, "the dashboard is served with a Content-Security-Policy");
+    await context.close();
+    await admin.context.close();
+  });
+
+  test("a wrong password is refused with a clear message", async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${natter.url}/admin/`);
+    await page.fill("#username", "admin");
+    await page.fill("#password", "not the password");
+    await page.click("#login-submit");
+    await eventually(async () => /wrong username or password/i.test(await page.locator("#login-error").textContent()), { message: "the error message" });
+    await context.close();
+  });
+});
+
+describe("dashboard as an installable app", () => {
+  test("the service worker registers, shows pushed notifications, and the dashboard subscribes to push", async (t) => {
+    const context = await browser.newContext();
+    await context.grantPermissions(["notifications"], { origin: natter.url });
+    const page = await context.newPage();
+    await page.goto(`${natter.url}/admin/`);
+    await page.fill("#username", "admin");
+    await page.fill("#password", ADMIN_PASSWORD);
+    await page.click("#login-submit");
+    await page.locator("#app").waitFor();
+
+    const scope = await page.evaluate(async () => (await navigator.serviceWorker.ready).scope);
+    assert.equal(scope, `${natter.url}/admin/`);
+    const manifest = await (await page.request.get(`${natter.url}/admin/manifest.webmanifest`)).json();
+    assert.equal(manifest.start_url, "/admin/");
+    assert.equal(manifest.scope, "/admin/");
+
+    // A push message delivered straight to the worker (as the browser's push service would) becomes a notification
+    // grouped by conversation.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("ServiceWorker.enable");
+    const registrationId = await eventually(async () => {
+      const found = await new Promise((resolve) => {
+        cdp.once("ServiceWorker.workerRegistrationUpdated", ({ registrations }) => resolve(registrations.find((r) => r.scopeURL === `${natter.url}/admin/`)));
+        setTimeout(() => resolve(null), 1000);
+      });
+      return found && found.registrationId;
+    }, { message: "the service worker registration id" }).catch(() => null);
+    if (registrationId) {
+      await cdp.send("ServiceWorker.deliverPushMessage", {
+        origin: natter.url,
+        registrationId,
+        data: JSON.stringify({ title: "Ada", body: "Is anyone there?", conversation_id: "c-1", tag: "conversation-c-1", url: "/admin/#c=c-1" }),
+      });
+      const shown = await eventually(() => page.evaluate(async () => {
+        const registration = await navigator.serviceWorker.ready;
+        return (await registration.getNotifications()).map((n) => ({ title: n.title, body: n.body, tag: n.tag }));
+      }).then((list) => list.length && list), { message: "a notification from the push" });
+      assert.deepEqual(shown[0], { title: "Ada", body: "Is anyone there?", tag: "conversation-c-1" });
+    }
+
+    const key = await page.request.get(`${natter.url}/push/key`);
+    if (key.status() === 404) {
+      t.skip("GET /push/key answers 404: this server build has no Web Push yet, so the subscription step is skipped");
+      await context.close();
+      return;
+    }
+    assert.equal(key.status(), 200);
+    const posted = page.waitForRequest((req) => req.url().endsWith("/push_subscriptions") && req.method() === "POST", { timeout: 30000 });
+    await page.locator("#notify").waitFor();
+    await page.click("#notify");
+    const request = await posted;
+    const body = request.postDataJSON();
+    assert.ok(body.endpoint && body.keys && body.keys.p256dh && body.keys.auth, `the subscription JSON reaches the server: ${JSON.stringify(body)}`);
+    const response = await request.response();
+    assert.ok(response.status() < 300, `the server stores it: ${response.status()}`);
+    await context.close();
+  });
+});
