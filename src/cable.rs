@@ -1,0 +1,373 @@
+//! `/cable`: the upgrade checks, then one socket's life.
+//!
+//! Before the upgrade: the `Origin` must be allow-listed (else HTTP 403), the subprotocol must be ActionCable's, and
+//! the IP must be under its connection limits (else HTTP 429). After it: a visitor token that is not a UUID, or an
+//! admin socket without a live session, gets ActionCable's `unauthorized` disconnect.
+//!
+//! Each socket runs two tasks. fastwebsockets' `read_frame` is not cancel-safe, so it never sits in a `select!` loop:
+//! the reader task reads frames and handles commands, and the writer task owns the write half and `select!`s over its
+//! outbound queue, the 3-second ping, a kick from the hub, and shutdown. The two are joined by one `select!` that
+//! ends the socket when either ends; dropping the reader there is fine, as the socket is being closed anyway.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
+use http::{HeaderMap, Response};
+use http_body_util::Full;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, Notify};
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::channels::{Connection, Identity};
+use crate::config::Origin;
+use crate::error::ApiError;
+use crate::hub::{Channel, Outbound, Outlet};
+use crate::protocol;
+use crate::store::hash_token;
+use crate::throttle::ConnectionSlot;
+
+pub const SUBPROTOCOL: &str = "actioncable-v1-json";
+
+/// The largest message a client may send. A `speak` of 4,000 characters is at most ~16 KB of UTF-8, and JSON
+/// escaping inside the `data` string can triple that; anything larger is not a chat message.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Outbound frames queued for one socket before it counts as too slow and is kicked. A visitor sees a handful of
+/// events per message; an admin sees every message of every conversation, so it gets more room for bursts.
+const VISITOR_QUEUE: usize = 64;
+const ADMIN_QUEUE: usize = 1024;
+
+/// ActionCable's client expects a ping every 3 seconds and reconnects after about 6 without one.
+const PING_INTERVAL: Duration = Duration::from_secs(3);
+
+/// A socket whose peer does not take a frame within this time (a dead phone, a stalled reader) is closed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A socket must subscribe within this time, or it is only holding a slot.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Reader = WebSocketRead<ReadHalf<TokioIo<Upgraded>>>;
+type Writer = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
+pub type Body = Full<Bytes>;
+
+/// Who asked for the socket, decided from the request before upgrading.
+enum Caller {
+    Visitor(Identity),
+    Admin(Identity),
+    Unauthorized,
+}
+
+/// Checks a `/cable` request and upgrades it, or answers why not.
+pub fn upgrade(app: &Arc<App>, request: &mut http::Request<hyper::body::Incoming>, ip: IpAddr) -> Result<Response<Body>, ApiError> {
+    if !fastwebsockets::upgrade::is_upgrade_request(request) {
+        return Err(ApiError::bad_request("this is a WebSocket endpoint: connect with the ActionCable client"));
+    }
+    let headers = request.headers();
+    let origin = headers
+        .get(http::header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| Origin::parse(value).ok())
+        .ok_or_else(|| ApiError::forbidden("a WebSocket needs an Origin header of an allowed site"))?;
+    let token = request.uri().query().and_then(|query| {
+        query.split('&').filter_map(|pair| pair.split_once('=')).find(|(name, _)| *name == "token").map(|(_, value)| value)
+    });
+    let caller = match token {
+        Some(token) => {
+            if !app.is_widget_origin(&origin) {
+                return Err(ApiError::forbidden(format!("{origin} is not in widget.allowed_origins")));
+            }
+            match Uuid::parse_str(token) {
+                Ok(uuid) => Caller::Visitor(Identity::Visitor(hash_token(&uuid.hyphenated().to_string()))),
+                Err(_) => Caller::Unauthorized,
+            }
+        }
+        None => {
+            if !app.is_own_origin(&origin) {
+                return Err(ApiError::forbidden(format!("the admin socket is only for {}", app.public_origin)));
+            }
+            let cookie = headers.get(http::header::COOKIE).and_then(|value| value.to_str().ok());
+            match app.auth.session(&app.store, cookie) {
+                Some((session_hash, _)) => Caller::Admin(Identity::Admin(session_hash)),
+                None => Caller::Unauthorized,
+            }
+        }
+    };
+    let offered = offered_subprotocols(headers);
+    if offered.as_ref().is_some_and(|offered| !offered.iter().any(|protocol| protocol == SUBPROTOCOL)) {
+        return Err(ApiError::bad_request(format!("this socket speaks the {SUBPROTOCOL} subprotocol")));
+    }
+    let limits = &app.config.limits;
+    let open = app.hub.open_visitor_sockets.load(Ordering::Relaxed) + app.hub.open_admin_sockets.load(Ordering::Relaxed);
+    // The owner is never locked out by visitors: admin sockets skip the total limit.
+    if matches!(caller, Caller::Visitor(_)) && open >= limits.max_connections {
+        app.counters.refused_connections.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::unavailable("natter holds as many connections as it is allowed; try again later"));
+    }
+    let slot = app.throttles.connections.acquire(ip, limits.max_connections_per_ip).ok_or_else(|| {
+        app.counters.refused_connections.fetch_add(1, Ordering::Relaxed);
+        ApiError::throttled("too many connections from your address")
+    })?;
+    if let Caller::Visitor(Identity::Visitor(token_hash)) = &caller {
+        let known = app.store.conversation_of_token(token_hash).ok().flatten().is_some();
+        if !known {
+            if let Err(wait) = app.throttles.unknown_tokens.take(&ip) {
+                app.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                return Err(ApiError::throttled(format!("too many new visitors from your address; try again in {} seconds", wait.as_secs().max(1))));
+            }
+        }
+    }
+    let (response, upgrade) = fastwebsockets::upgrade::upgrade(request)
+        .map_err(|error| ApiError::bad_request(format!("bad WebSocket upgrade: {error}")))?;
+    let app = app.clone();
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(socket) => serve(app, socket, caller, ip, slot).await,
+            Err(error) => tracing::debug!(%error, "WebSocket upgrade did not complete"),
+        }
+    });
+    let (mut parts, _) = response.into_parts();
+    if offered.is_some() {
+        parts.headers.insert("sec-websocket-protocol", http::HeaderValue::from_static(SUBPROTOCOL));
+    }
+    Ok(Response::from_parts(parts, Body::default()))
+}
+
+fn offered_subprotocols(headers: &HeaderMap) -> Option<Vec<String>> {
+    let values: Vec<String> = headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|protocol| protocol.trim().to_string())
+        .filter(|protocol| !protocol.is_empty())
+        .collect();
+    (!values.is_empty()).then_some(values)
+}
+
+/// Counts a socket while it lives, for the connection limit and metrics.
+struct OpenSocket<'a>(&'a AtomicUsize);
+
+impl<'a> OpenSocket<'a> {
+    fn new(counter: &'a AtomicUsize) -> OpenSocket<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        OpenSocket(counter)
+    }
+}
+
+impl Drop for OpenSocket<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve(app: Arc<App>, mut socket: fastwebsockets::WebSocket<TokioIo<Upgraded>>, caller: Caller, ip: IpAddr, _slot: ConnectionSlot) {
+    socket.set_max_message_size(MAX_MESSAGE_BYTES);
+    socket.set_auto_close(true);
+    socket.set_auto_pong(true);
+    let (reader, writer) = socket.split(tokio::io::split);
+    let (identity, capacity, counter) = match caller {
+        Caller::Visitor(identity) => (identity, VISITOR_QUEUE, &app.hub.open_visitor_sockets),
+        Caller::Admin(identity) => (identity, ADMIN_QUEUE, &app.hub.open_admin_sockets),
+        Caller::Unauthorized => {
+            let (queue, outbox) = mpsc::channel(1);
+            let _ = queue.try_send(Outbound::Close { code: 1008, reason: "unauthorized", reconnect: false });
+            write_loop(writer, outbox, Arc::new(Notify::new()), app.shutdown.clone()).await;
+            return;
+        }
+    };
+    let _open = OpenSocket::new(counter);
+    let (queue, outbox) = mpsc::channel(capacity);
+    let kick = Arc::new(Notify::new());
+    let outlet = Outlet { id: app.hub.next_connection_id(), queue: queue.clone(), kick: kick.clone() };
+    let _ = queue.try_send(Outbound::Frame(protocol::welcome()));
+    let mut writer = tokio::spawn(write_loop(writer, outbox, kick.clone(), app.shutdown.clone()));
+    let mut connection = Connection::new(app.clone(), identity, outlet, ip);
+    let ended_by_reader = tokio::select! {
+        end = read_loop(reader, &mut connection, &queue) => Some(end),
+        _ = &mut writer => None,
+    };
+    connection.leave();
+    if let Some(end) = ended_by_reader {
+        if let Some((code, reason)) = end {
+            if queue.try_send(Outbound::Close { code, reason, reconnect: code != 1008 }).is_err() {
+                kick.notify_one();
+            }
+        }
+        drop(queue);
+        drop(connection);
+        // The writer sends what is queued and the close frame; a peer that takes nothing is cut off by its timeout.
+        if tokio::time::timeout(WRITE_TIMEOUT * 2, &mut writer).await.is_err() {
+            writer.abort();
+        }
+    }
+}
+
+/// Reads frames until the client leaves or breaks the protocol; answers the close code to send, if any.
+async fn read_loop(mut reader: Reader, connection: &mut Connection, queue: &mpsc::Sender<Outbound>) -> Option<(u16, &'static str)> {
+    // Frames of a fragmented message, joined here (not by fastwebsockets' collector, which has no size limit).
+    let mut fragments: Vec<u8> = Vec::new();
+    let mut fragmented = false;
+    let mut obliged = |frame: Frame<'_>| {
+        let queue = queue.clone();
+        let control = Outbound::Control(frame.opcode, frame.payload.to_vec());
+        async move { queue.send(control).await.map_err(|_| "the socket is closing") }
+    };
+    loop {
+        let read = if connection.is_subscribed() {
+            reader.read_frame(&mut obliged).await
+        } else {
+            match tokio::time::timeout(SUBSCRIBE_TIMEOUT, reader.read_frame(&mut obliged)).await {
+                Ok(read) => read,
+                Err(_) => return Some((1008, "subscribe_timeout")),
+            }
+        };
+        let frame = match read {
+            Ok(frame) => frame,
+            Err(error) => return close_for(&error),
+        };
+        match frame.opcode {
+            OpCode::Text if frame.fin && !fragmented => {
+                // fastwebsockets has checked that a final text frame is UTF-8.
+                let text = std::str::from_utf8(&frame.payload).unwrap_or_default();
+                connection.handle(text).await;
+            }
+            OpCode::Text if !fragmented => {
+                fragmented = true;
+                fragments.clear();
+                fragments.extend_from_slice(&frame.payload);
+            }
+            OpCode::Continuation if fragmented => {
+                if fragments.len() + frame.payload.len() > MAX_MESSAGE_BYTES {
+                    return Some((1009, "message_too_big"));
+                }
+                fragments.extend_from_slice(&frame.payload);
+                if frame.fin {
+                    fragmented = false;
+                    let Ok(text) = std::str::from_utf8(&fragments) else {
+                        return Some((1007, "invalid_utf8"));
+                    };
+                    connection.handle(text).await;
+                    fragments = Vec::new();
+                }
+            }
+            OpCode::Binary => return Some((1003, "binary_not_supported")),
+            OpCode::Close => return None,
+            OpCode::Ping | OpCode::Pong => {}
+            OpCode::Text | OpCode::Continuation => return Some((1002, "bad_fragment")),
+        }
+    }
+}
+
+fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
+    match error {
+        WebSocketError::FrameTooLarge => Some((1009, "message_too_big")),
+        WebSocketError::InvalidUTF8 => Some((1007, "invalid_utf8")),
+        WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed | WebSocketError::IoError(_) => None,
+        _ => Some((1002, "protocol_error")),
+    }
+}
+
+/// Owns the write half: sends queued frames, events (wrapped with this socket's identifiers), and pings, until told
+/// to close, kicked, shut down, or the peer stops taking frames.
+async fn write_loop(mut writer: Writer, mut outbox: mpsc::Receiver<Outbound>, kick: Arc<Notify>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut visitor_identifier: Option<Arc<str>> = None;
+    let mut admin_identifier: Option<Arc<str>> = None;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutting_down = *shutdown.borrow();
+    loop {
+        let outbound = if shutting_down {
+            Outbound::Close { code: 1012, reason: "server_restart", reconnect: true }
+        } else {
+            tokio::select! {
+                biased;
+                _ = kick.notified() => Outbound::Close { code: 1008, reason: "remote", reconnect: true },
+                changed = shutdown.changed() => {
+                    shutting_down = changed.is_err() || *shutdown.borrow();
+                    continue;
+                }
+                outbound = outbox.recv() => match outbound {
+                    Some(outbound) => outbound,
+                    None => return,
+                },
+                _ = ping.tick() => Outbound::Frame(protocol::ping(crate::timestamp::now_millis().unsigned_abs() / 1000)),
+            }
+        };
+        let (frame, last) = match outbound {
+            Outbound::Frame(text) => (Frame::text(Payload::Owned(text.into_bytes())), false),
+            Outbound::Event(channel, event) => {
+                let identifier = match channel {
+                    Channel::Visitor => &visitor_identifier,
+                    Channel::Admin => &admin_identifier,
+                };
+                let Some(identifier) = identifier else { continue };
+                (Frame::text(Payload::Owned(protocol::channel_message(identifier, &event).into_bytes())), false)
+            }
+            Outbound::Subscribed(channel, identifier) => {
+                match channel {
+                    Channel::Visitor => visitor_identifier = Some(identifier),
+                    Channel::Admin => admin_identifier = Some(identifier),
+                }
+                continue;
+            }
+            Outbound::Unsubscribed(channel) => {
+                match channel {
+                    Channel::Visitor => visitor_identifier = None,
+                    Channel::Admin => admin_identifier = None,
+                }
+                continue;
+            }
+            Outbound::Control(opcode, payload) => (Frame::new(true, opcode, None, Payload::Owned(payload)), opcode == OpCode::Close),
+            Outbound::Close { code, reason, reconnect } => {
+                let goodbye = Frame::text(Payload::Owned(protocol::disconnect(reason, reconnect).into_bytes()));
+                if write(&mut writer, goodbye).await.is_ok() {
+                    let _ = write(&mut writer, Frame::close(code, reason.as_bytes())).await;
+                }
+                return;
+            }
+        };
+        if write(&mut writer, frame).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+async fn write(writer: &mut Writer, frame: Frame<'_>) -> Result<(), ()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, async {
+        writer.write_frame(frame).await?;
+        writer.flush().await
+    })
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subprotocol_offers_are_split_and_trimmed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("sec-websocket-protocol", "actioncable-v1-json, actioncable-unsupported".parse().unwrap());
+        assert_eq!(offered_subprotocols(&headers).unwrap(), vec!["actioncable-v1-json", "actioncable-unsupported"]);
+        assert!(offered_subprotocols(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn close_codes_match_the_failure() {
+        assert_eq!(close_for(&WebSocketError::FrameTooLarge), Some((1009, "message_too_big")));
+        assert_eq!(close_for(&WebSocketError::InvalidUTF8), Some((1007, "invalid_utf8")));
+        assert_eq!(close_for(&WebSocketError::UnexpectedEOF), None);
+        assert_eq!(close_for(&WebSocketError::ReservedBitsNotZero), Some((1002, "protocol_error")));
+    }
+}

@@ -1,0 +1,515 @@
+//! The configuration: one TOML file parsed into one typed struct, with every default written here.
+//!
+//! Precedence, lowest first: the defaults in this file, the TOML file, `NATTER_*` environment variables, command-line
+//! flags. Values are parsed once at this boundary (addresses, origins, paths), so the rest of natter never re-checks
+//! them. Unknown keys are an error: a typo in a security setting must not be silently ignored.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The largest config file natter reads; a real one is a few hundred bytes.
+const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub admin: AdminConfig,
+    pub widget: WidgetConfig,
+    pub limits: LimitsConfig,
+    pub push: PushConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The address the HTTP(S) listener binds.
+    pub listen: SocketAddr,
+    /// The public URL browsers use to reach natter (scheme, host, optional port). Empty: derived from `listen`.
+    pub public_url: String,
+    /// Where the store, the certificate and the keys live.
+    pub data_dir: PathBuf,
+    /// The log filter (`error`, `warn`, `info`, `debug`, or a `tracing` directive); `RUST_LOG` wins over it.
+    pub log: String,
+    /// Proxies whose `X-Forwarded-For` header is believed; every other peer's address is its own.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain HTTP: natter sits behind a TLS-terminating proxy, or on localhost.
+    Off,
+    /// A certificate natter makes itself with rcgen and keeps in the data dir.
+    SelfSigned,
+    /// PEM files, for example from certbot, reloaded when they change.
+    Files,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    /// PEM certificate chain (mode `files`).
+    pub cert: PathBuf,
+    /// PEM private key (mode `files`).
+    pub key: PathBuf,
+    /// An optional plain-HTTP listener that redirects every request to the HTTPS public URL.
+    pub redirect_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    pub username: String,
+    /// An argon2id PHC string. Empty: `NATTER_ADMIN_PASSWORD`, or a generated password printed once and kept hashed
+    /// in the store.
+    pub password_hash: String,
+    /// How long a login lasts.
+    pub session_days: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    Right,
+    Left,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WidgetConfig {
+    /// The exact origins (scheme://host[:port]) of the sites that embed the widget.
+    pub allowed_origins: Vec<Origin>,
+    pub color: String,
+    pub position: Position,
+    pub title: String,
+    pub greeting: String,
+    pub away_message: String,
+    /// `auto` (the browser's language) or a language code such as `en`, `de`, `fr`.
+    pub language: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Socket connections held at once, all kinds together.
+    pub max_connections: usize,
+    /// Socket connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Messages one visitor may send per minute.
+    pub messages_per_minute: u32,
+    /// New conversations one IP address may start per hour.
+    pub conversations_per_hour: u32,
+    /// Failed logins one IP address may make per 15 minutes before it must wait.
+    pub login_failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PushWhen {
+    /// Every visitor message.
+    Always,
+    /// Only while no admin dashboard is connected.
+    WhenAway,
+    /// Never.
+    Never,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    pub when: PushWhen,
+    /// The contact the push services see in the VAPID token (`mailto:` or `https:`).
+    pub subject: String,
+    /// Seconds during which further messages of one conversation raise no new notification.
+    pub cooldown_seconds: u64,
+    /// Allow subscriptions whose endpoint is on loopback over plain HTTP: for tests only.
+    pub allow_loopback: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A bearer token that opens `/metrics` to any address; without it only loopback may read it.
+    pub token: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3100)),
+            public_url: String::new(),
+            data_dir: PathBuf::from("./natter-data"),
+            log: "info".into(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            mode: TlsMode::Off,
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            redirect_listen: None,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            username: "admin".into(),
+            password_hash: String::new(),
+            session_days: 30,
+        }
+    }
+}
+
+impl Default for WidgetConfig {
+    fn default() -> Self {
+        WidgetConfig {
+            allowed_origins: Vec::new(),
+            color: "#2563eb".into(),
+            position: Position::Right,
+            title: "Chat with us".into(),
+            greeting: "Hi! Ask us anything, we usually reply within a few hours.".into(),
+            away_message: "We're away right now. Leave a message and we'll reply here.".into(),
+            language: "auto".into(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 20_000,
+            max_connections_per_ip: 64,
+            messages_per_minute: 30,
+            conversations_per_hour: 20,
+            login_failures: 5,
+        }
+    }
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            when: PushWhen::WhenAway,
+            subject: "mailto:admin@localhost".into(),
+            cooldown_seconds: 60,
+            allow_loopback: false,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            tls: TlsConfig::default(),
+            admin: AdminConfig::default(),
+            widget: WidgetConfig::default(),
+            limits: LimitsConfig::default(),
+            push: PushConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+/// A web origin, `scheme://host[:port]`, lower-cased, without a default port, path or trailing slash, so that
+/// comparing two origins is comparing two strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Origin(String);
+
+impl Origin {
+    /// Parses an origin as a browser sends it in the `Origin` header, or as an operator writes it in the config
+    /// (where a trailing slash is forgiven). `null`, paths, queries, user info and unknown schemes are refused.
+    pub fn parse(text: &str) -> Result<Origin, String> {
+        let trimmed = text.trim().trim_end_matches('/');
+        let (scheme, rest) = trimmed
+            .split_once("://")
+            .ok_or_else(|| format!("{text:?} is not an origin like https://blog.example.com"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => "80",
+            "https" => "443",
+            _ => return Err(format!("{text:?}: the scheme must be http or https")),
+        };
+        if rest.is_empty()
+            || rest.len() > 253 + 6
+            || rest.contains(['/', '?', '#', '@', '\\', ' ', '%'])
+            || rest.chars().any(|c| c.is_control())
+        {
+            return Err(format!(
+                "{text:?} is not an origin like https://blog.example.com (no path, no query)"
+            ));
+        }
+        let rest = rest.to_ascii_lowercase();
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, _)) if !host.ends_with(']') && host.contains(':') => (rest.as_str(), None),
+            Some((host, port)) => (host, Some(port)),
+            None => (rest.as_str(), None),
+        };
+        if host.is_empty() {
+            return Err(format!("{text:?} has no host"));
+        }
+        let port = match port {
+            Some(port) => {
+                let number: u16 = port
+                    .parse()
+                    .map_err(|_| format!("{text:?} has an invalid port"))?;
+                if port == default_port {
+                    None
+                } else {
+                    Some(number)
+                }
+            }
+            None => None,
+        };
+        Ok(Origin(match port {
+            Some(port) => format!("{scheme}://{host}:{port}"),
+            None => format!("{scheme}://{host}"),
+        }))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.0.starts_with("https://")
+    }
+
+    /// The host part, without scheme or port (IPv6 addresses keep their brackets).
+    pub fn host(&self) -> &str {
+        let rest = self.0.split_once("://").map_or("", |(_, rest)| rest);
+        match rest.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) && !host.is_empty() => host,
+            _ => rest,
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Origin {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Origin::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the command line says, applied over the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads the config: the file when given (it must exist), then `NATTER_*` variables, then the flags.
+    pub fn load(
+        path: Option<&Path>,
+        environment: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> anyhow::Result<Config> {
+        let mut config = match path {
+            Some(path) => Config::read_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_environment(environment)?;
+        if let Some(listen) = overrides.listen {
+            config.server.listen = listen;
+        }
+        if let Some(data_dir) = &overrides.data_dir {
+            config.server.data_dir = data_dir.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn read_file(path: &Path) -> anyhow::Result<Config> {
+        use std::io::Read;
+        let file = std::fs::File::open(path).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot open the config file {}: {error}; run `natter --init` to write one",
+                path.display()
+            )
+        })?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            anyhow::bail!("{} is larger than 256 KiB; is it really natter's config?", path.display());
+        }
+        Config::parse(&text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+    }
+
+    /// Parses config text; the message names the key at fault.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|error| error.to_string().trim().to_string())
+    }
+
+    fn apply_environment(&mut self, environment: &HashMap<String, String>) -> anyhow::Result<()> {
+        let get = |name: &str| environment.get(name).filter(|value| !value.is_empty());
+        if let Some(listen) = get("NATTER_LISTEN") {
+            self.server.listen = listen
+                .parse()
+                .map_err(|_| anyhow::anyhow!("NATTER_LISTEN={listen:?} is not an address like 127.0.0.1:3100"))?;
+        }
+        if let Some(data_dir) = get("NATTER_DATA_DIR") {
+            self.server.data_dir = PathBuf::from(data_dir);
+        }
+        if let Some(public_url) = get("NATTER_PUBLIC_URL") {
+            self.server.public_url = public_url.clone();
+        }
+        if let Some(origins) = get("NATTER_ALLOWED_ORIGINS") {
+            self.widget.allowed_origins = origins
+                .split(',')
+                .filter(|origin| !origin.trim().is_empty())
+                .map(Origin::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|error| anyhow::anyhow!("NATTER_ALLOWED_ORIGINS: {error}"))?;
+        }
+        if let Some(log) = get("NATTER_LOG") {
+            self.server.log = log.clone();
+        }
+        if let Some(token) = get("NATTER_METRICS_TOKEN") {
+            self.metrics.token = token.clone();
+        }
+        if let Some(allow) = get("NATTER_PUSH_ALLOW_LOOPBACK") {
+            self.push.allow_loopback = allow == "1" || allow == "true";
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !self.server.public_url.is_empty() {
+            Origin::parse(&self.server.public_url)
+                .map_err(|error| anyhow::anyhow!("server.public_url: {error}"))?;
+        }
+        if self.admin.username.trim().is_empty() || self.admin.username.len() > 64 {
+            anyhow::bail!("admin.username must be 1 to 64 characters");
+        }
+        if !self.admin.password_hash.is_empty() && !self.admin.password_hash.starts_with("$argon2id$") {
+            anyhow::bail!(
+                "admin.password_hash must be an argon2id hash ($argon2id$...); run `natter --init` to make one"
+            );
+        }
+        if !(1..=365).contains(&self.admin.session_days) {
+            anyhow::bail!("admin.session_days must be between 1 and 365");
+        }
+        let color = self.widget.color.as_bytes();
+        if !(color.len() == 7 || color.len() == 4)
+            || color[0] != b'#'
+            || !color[1..].iter().all(u8::is_ascii_hexdigit)
+        {
+            anyhow::bail!("widget.color must be a hex colour like #2563eb");
+        }
+        for (key, text, limit) in [
+            ("widget.title", &self.widget.title, 80),
+            ("widget.greeting", &self.widget.greeting, 500),
+            ("widget.away_message", &self.widget.away_message, 500),
+            ("widget.language", &self.widget.language, 16),
+        ] {
+            if text.chars().count() > limit {
+                anyhow::bail!("{key} is longer than {limit} characters");
+            }
+        }
+        if self.limits.max_connections == 0 || self.limits.max_connections_per_ip == 0 {
+            anyhow::bail!("limits.max_connections and limits.max_connections_per_ip must be at least 1");
+        }
+        if self.tls.mode == TlsMode::Files
+            && (self.tls.cert.as_os_str().is_empty() || self.tls.key.as_os_str().is_empty())
+        {
+            anyhow::bail!("tls.mode = \"files\" needs tls.cert and tls.key (PEM files, e.g. from certbot)");
+        }
+        if !(self.push.subject.starts_with("mailto:") || self.push.subject.starts_with("https:")) {
+            anyhow::bail!("push.subject must start with mailto: or https:");
+        }
+        Ok(())
+    }
+
+    /// The origin browsers see natter at: `server.public_url`, or one made from the bound address.
+    pub fn public_origin(&self, bound: SocketAddr) -> Origin {
+        if let Ok(origin) = Origin::parse(&self.server.public_url) {
+            return origin;
+        }
+        let scheme = if self.tls.mode == TlsMode::Off { "http" } else { "https" };
+        let host = if bound.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            match bound.ip() {
+                IpAddr::V6(ip) => format!("[{ip}]"),
+                IpAddr::V4(ip) => ip.to_string(),
+            }
+        };
+        Origin::parse(&format!("{scheme}://{host}:{}", bound.port())).expect("a bound address is an origin")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_lists_every_key_at_its_default() {
+        let text = include_str!("../config.example.toml");
+        let parsed = Config::parse(text).expect("config.example.toml parses");
+        assert_eq!(parsed, Config::default());
+        let rendered = toml::to_string(&Config::default()).unwrap();
+        for line in rendered.lines().filter(|line| line.contains(" = ")) {
+            let key = line.split(" = ").next().unwrap();
+            assert!(
+                text.lines().any(|example| example.trim_start_matches("# ").starts_with(&format!("{key} = "))),
+                "config.example.toml does not document {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let error = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n").unwrap_err();
+        assert!(error.contains("listne"), "{error}");
+    }
+
+    #[test]
+    fn origins_are_normalized_and_strict() {
+        assert_eq!(Origin::parse("HTTPS://Blog.Example.com:443/").unwrap().as_str(), "https://blog.example.com");
+        assert_eq!(Origin::parse("http://127.0.0.1:8080").unwrap().as_str(), "http://127.0.0.1:8080");
+        assert_eq!(Origin::parse("http://[::1]:8080").unwrap().host(), "[::1]");
+        for bad in ["null", "blog.example.com", "ftp://x", "https://a.com/path", "https://u@a.com", "https://", "https://a.com:99999"] {
+            assert!(Origin::parse(bad).is_err(), "{bad} must be refused");
+        }
+        assert_ne!(Origin::parse("https://example.com.evil.net").unwrap(), Origin::parse("https://example.com").unwrap());
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_flags_override_both() {
+        let environment = HashMap::from([
+            ("NATTER_LISTEN".to_string(), "127.0.0.1:4000".to_string()),
+            ("NATTER_ALLOWED_ORIGINS".to_string(), "https://a.com, http://b.org:81".to_string()),
+        ]);
+        let overrides = Overrides { listen: Some("127.0.0.1:5000".parse().unwrap()), data_dir: None };
+        let config = Config::load(None, &environment, &overrides).unwrap();
+        assert_eq!(config.server.listen.port(), 5000);
+        assert_eq!(config.widget.allowed_origins.len(), 2);
+        let bad = HashMap::from([("NATTER_LISTEN".to_string(), "nope".to_string())]);
+        assert!(Config::load(None, &bad, &Overrides::default()).unwrap_err().to_string().contains("NATTER_LISTEN"));
+    }
+}

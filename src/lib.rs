@@ -1,0 +1,36 @@
+//! natter: live chat for a static blog, in one binary.
+//!
+//! How a message travels:
+//!
+//! ```text
+//! config.toml ─► config ─► store (redb, one writer thread, group commit)
+//!                            ▲            │
+//! visitor WS ─► cable ─► channels ─► hub (live fan-out) ─► every socket of that visitor + every admin socket
+//! admin WS  ─┘  (ActionCable     │
+//!               protocol)        └► push (Web Push to the owner's devices when no admin is watching)
+//! HTTP ─► routes ─► auth / conversations / assets (web/, embedded) / healthz / metrics
+//! ```
+//!
+//! A message is committed to the store (fsync) before anyone hears of it; the hub only carries what the store already
+//! holds, so a dropped socket or a crash loses nothing: the client `sync`s what it missed from the store.
+//!
+//! The modules, one per noun: `config` (the settings), `store` (redb behind typed methods), `hub` (who is connected),
+//! `protocol` (ActionCable frames, pure), `cable` (one socket's loop), `channels` (what each action does), `routes`
+//! (the one routing table), `auth` (passwords, sessions), `assets` (the embedded web side), `throttle` (rate limits),
+//! `metrics`, `error` (the one catalog of client errors), `server` (listener and shutdown), `app` (shared state).
+
+pub mod app;
+pub mod assets;
+pub mod auth;
+pub mod cable;
+pub mod channels;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod protocol;
+pub mod routes;
+pub mod server;
+pub mod store;
+pub mod throttle;
+pub mod timestamp;
