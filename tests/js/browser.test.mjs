@@ -322,8 +322,8 @@ describe("dashboard as an installable app", () => {
         setTimeout(() => resolve(null), 1000);
       });
       return found && found.registrationId;
-    }, { message: "the service worker registration id" }).catch(() => null);
-    if (registrationId) {
+    }, { message: "the service worker registration id" });
+    {
       await cdp.send("ServiceWorker.deliverPushMessage", {
         origin: natter.url,
         registrationId,

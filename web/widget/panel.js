@@ -262,7 +262,9 @@
     let outbox = [];
     try { outbox = JSON.parse(storage.get(KEY_OUTBOX) || "[]").filter((m) => m && UUID.test(m.client_id)); } catch (_) { outbox = []; }
     const failed = new Map(); // client_id → {item, reason}: the server refused it; only the visitor retries it
-    let lastId = 0; // highest message id seen: the `after` of the next sync
+    // Every message with an id up to lastId has been seen: the `after` of the next sync. Only sync answers move it,
+    // and live messages once the sync is done, so a live message during a catch-up cannot make it skip a gap.
+    let lastId = 0;
     let synced = false; // true once the sync after the current connect has finished
     let adminOnline = false;
     let seenUpTo = 0; // the admin has read the visitor's messages up to this id
@@ -399,7 +401,6 @@
     function addMessage(message) {
       if (!message || typeof message.id !== "number" || messages.has(message.id)) return false;
       messages.set(message.id, message);
-      if (message.id > lastId) lastId = message.id;
       const stick = nearBottom();
       const pending = message.client_id && rows.get("c" + message.client_id);
       const row = buildRow(message.content, message.sender === "visitor", message.created_at);
@@ -511,7 +512,10 @@
             renderWho();
           }
           if (typeof event.admin_online === "boolean") adminOnline = event.admin_online;
-          for (const m of event.messages || []) addMessage(m);
+          for (const m of event.messages || []) {
+            addMessage(m);
+            if (m.id > lastId) lastId = m.id;
+          }
           renderSeen();
           renderStatus();
           if (event.more) {
@@ -525,6 +529,13 @@
           break;
         }
         case "message":
+          // The first message creates the conversation: tell the server again where the visitor is, so the owner
+          // sees the page even if the earlier `visit` came before there was a conversation to attach it to.
+          if (!conversation && event.message && event.message.conversation_id) {
+            conversation = { id: event.message.conversation_id, visitor_name: null, email: null };
+            visit();
+          }
+          if (synced && event.message && event.message.id > lastId) lastId = event.message.id;
           if (addMessage(event.message) && event.message.sender === "admin") {
             typing.hidden = true;
             markRead();
@@ -583,6 +594,14 @@
       conn.restart();
     }
 
+    function visit() {
+      conn.perform("visit", {
+        url: location.href.slice(0, MAX_FIELD),
+        title: document.title.slice(0, MAX_FIELD),
+        referrer: document.referrer.slice(0, MAX_FIELD),
+      });
+    }
+
     const conn = cable(socketUrl, "VisitorChannel", {
       state(next, reason) {
         if (next !== "connected") synced = false;
@@ -595,11 +614,7 @@
       },
       connected() {
         conn.perform("sync", lastId ? { after: lastId } : {});
-        conn.perform("visit", {
-          url: location.href.slice(0, MAX_FIELD),
-          title: document.title.slice(0, MAX_FIELD),
-          referrer: document.referrer.slice(0, MAX_FIELD),
-        });
+        visit();
       },
       received,
     });
