@@ -295,6 +295,114 @@ describe("widget and dashboard", () => {
   });
 });
 
+describe("the conversation, in detail", () => {
+  test("away status, the visitor's name, typing both ways, read receipts, unread badge and title count", async () => {
+    const { context, page } = await newVisitor();
+    await page.goto(`${blog.url}/`);
+    const w = widget(page);
+    const status = page.locator("natter-chat .status-text");
+    await w.bubble.click();
+    await eventually(async () => (await status.textContent()) === "Away", { message: "Away while no admin is connected" });
+    assert.ok(await page.locator("natter-chat .away-note").isVisible(), "the away message shows");
+    await send(w.input, "Anyone there?");
+    await count(w.confirmed("Anyone there?"), 1, "the first message");
+
+    const admin = await newAdmin();
+    const d = dashboard(admin.page);
+    await eventually(async () => (await status.textContent()) === "Online", { message: "Online once the admin connects" });
+    assert.ok(!(await page.locator("natter-chat .away-note").isVisible()), "the away message hides");
+
+    await page.locator("natter-chat .foot .link-btn").click();
+    await page.locator("natter-chat .identify input[name=name]").fill("Ada Lovelace");
+    await page.locator("natter-chat .identify input[name=email]").fill("ada@example.com");
+    await page.locator("natter-chat .identify button[type=submit]").click();
+    const item = d.conversations.filter({ hasText: "Ada Lovelace" });
+    await count(item, 1, "the visitor's name in the list");
+    await eventually(async () => /Anyone there\?/.test(await item.textContent()), { message: "the last message preview" });
+    await eventually(async () => (await item.locator(".unread").textContent()) === "1", { message: "an unread count of 1" });
+    await eventually(async () => (await admin.page.title()) === "(1) natter", { message: "the unread count in the title" });
+
+    await item.locator("button").click();
+    await eventually(async () => (await page.locator("natter-chat .row.me .state").allTextContents()).includes("Seen"), { message: "Seen in the widget once the admin reads" });
+    await eventually(async () => (await admin.page.title()) === "natter", { message: "the title count cleared" });
+    assert.equal(await item.locator(".unread").isVisible(), false);
+    assert.match(await admin.page.locator("#thread-meta").textContent(), /ada@example\.com/);
+
+    await w.input.pressSequentially("I am typing slowly");
+    await admin.page.locator("#typing").waitFor({ state: "visible" });
+    await d.input.pressSequentially("Let me check");
+    await page.locator("natter-chat .typing").waitFor({ state: "visible" });
+    await d.input.press("Enter");
+    await count(w.confirmed("Let me check"), 1, "the reply");
+    await page.locator("natter-chat .typing").waitFor({ state: "hidden" });
+    await eventually(async () => (await admin.page.locator("#message-list .bubble-row.mine .state").allTextContents()).includes("Seen"), { message: "Seen in the dashboard once the visitor reads" });
+
+    // With the panel closed, a reply shows as a badge on the bubble.
+    await w.input.fill("");
+    await page.locator("natter-chat .close").click();
+    await send(d.input, "Are you still there?");
+    await eventually(async () => (await page.locator("natter-chat .badge").textContent()) === "1" && page.locator("natter-chat .badge").isVisible(), { message: "an unread badge of 1" });
+    assert.match(await w.bubble.getAttribute("aria-label"), /\(1\)/);
+    await w.bubble.click();
+    await page.locator("natter-chat .badge").waitFor({ state: "hidden" });
+    await context.close();
+    await admin.context.close();
+  });
+
+  test("a message the server refuses shows as failed with a retry, and is not resent in a loop", async () => {
+    const { context, page } = await newVisitor();
+    await page.goto(`${blog.url}/`);
+    const w = widget(page);
+    await w.bubble.click();
+    await w.panel.waitFor();
+    await w.input.evaluate((node) => node.removeAttribute("maxlength"));
+    const tooLong = "x".repeat(4001);
+    await send(w.input, tooLong);
+    const failed = page.locator("natter-chat .list .row.failed");
+    await count(failed, 1, "one failed row");
+    assert.equal(await failed.locator("button.retry").count(), 1, "a retry button");
+    assert.equal(await page.evaluate(() => localStorage.getItem("natter:outbox")), null, "a refused message leaves the outbox");
+    await send(w.input, "A normal message");
+    await count(w.confirmed("A normal message"), 1, "later messages still go through");
+    await count(failed, 1, "the failed row stays as it is");
+    await context.close();
+  });
+
+  test("deleting a conversation in the dashboard starts the widget afresh", async () => {
+    const { context, page } = await newVisitor();
+    await page.goto(`${blog.url}/`);
+    const w = widget(page);
+    await w.bubble.click();
+    await send(w.input, "Please forget me");
+    await count(w.confirmed("Please forget me"), 1, "the message");
+    const oldToken = await page.evaluate(() => localStorage.getItem("natter:token"));
+
+    const admin = await newAdmin();
+    const d = dashboard(admin.page);
+    const item = d.conversations.filter({ hasText: "Please forget me" });
+    await item.locator("button").click();
+    await count(d.confirmed("Please forget me"), 1, "the message in the dashboard");
+    const id = await item.getAttribute("data-id");
+    await admin.page.click("#delete");
+    await admin.page.locator("#confirm-delete").waitFor();
+    await admin.page.locator("#confirm-delete button[value=delete]").click();
+    await count(item, 0, "the conversation gone from the list");
+    await admin.page.locator("#thread").waitFor({ state: "hidden" });
+    await count(w.rows, 0, "the widget's history cleared");
+    await eventually(async () => {
+      const token = await page.evaluate(() => localStorage.getItem("natter:token"));
+      return token && token !== oldToken;
+    }, { message: "a new visitor token" });
+    const cookie = await natter.login();
+    const { conversations } = await natter.adminGet(cookie, "/conversations");
+    assert.ok(!conversations.some((c) => c.id === id), "the conversation is gone from the store");
+    await send(w.input, "A fresh start");
+    await count(w.confirmed("A fresh start"), 1, "the widget works afresh");
+    await context.close();
+    await admin.context.close();
+  });
+});
+
 describe("dashboard as an installable app", () => {
   test("the service worker registers, shows pushed notifications, and the dashboard subscribes to push", async (t) => {
     const context = await browser.newContext();
