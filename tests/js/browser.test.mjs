@@ -5,12 +5,13 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { ADMIN_PASSWORD, CHROMIUM, eventually, launchChromium, Natter, startBlog } from "./harness.mjs";
+import { randomUUID } from "node:crypto";
+import { ADMIN_PASSWORD, CHROMIUM, eventually, launchChromium, Natter, rawCable, startBlog } from "./harness.mjs";
 
-const blogPage = (title, extraHead = "") => (blog) => `<!doctype html>
+const blogPage = (title, extraHead = "", attributes = "") => (blog) => `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${title}</title>${extraHead}</head>
 <body><article><h1>A post</h1><p>Some words worth discussing.</p></article>
-<script src="${blog.natter}/widget.js" defer></script></body></html>`;
+<script src="${blog.natter}/widget.js" ${attributes} defer></script></body></html>`;
 
 // CSS that would wreck any widget that lives in the page's own DOM.
 const HOSTILE = `<style>
@@ -35,6 +36,7 @@ before(async () => {
     "/second": blogPage("Another post"),
     "/hostile": blogPage("Hostile CSS", HOSTILE),
     "/strict": (b) => ({ body: blogPage("Strict CSP")(b), headers: { "Content-Security-Policy": cspBlog(b) } }),
+    "/custom": blogPage("Custom", "", `data-language="de" data-color="#fde047" data-position="left" data-title="Frag uns"`),
     "/xss": blogPage(XSS_TITLE.replace(/</g, "&lt;").replace(/>/g, "&gt;")),
   });
   natter = await Natter.start({ origins: [blog.url] });
@@ -345,6 +347,55 @@ describe("the conversation, in detail", () => {
     assert.match(await w.bubble.getAttribute("aria-label"), /\(1\)/);
     await w.bubble.click();
     await page.locator("natter-chat .badge").waitFor({ state: "hidden" });
+    await context.close();
+    await admin.context.close();
+  });
+
+  test("the widget speaks the browser's language unless the script tag says otherwise, and takes its look from data-*", async () => {
+    const french = await browser.newContext({ locale: "fr-FR" });
+    const page = await french.newPage();
+    await page.goto(`${blog.url}/`);
+    await widget(page).bubble.click();
+    assert.equal(await widget(page).input.getAttribute("placeholder"), "Écrivez un message…");
+    await page.goto(`${blog.url}/custom`);
+    const w = widget(page);
+    await w.bubble.click();
+    assert.equal(await w.input.getAttribute("placeholder"), "Nachricht schreiben…", "data-language wins over the browser");
+    assert.equal(await w.bubble.getAttribute("aria-label"), "Frag uns");
+    assert.equal(await page.locator("natter-chat .title").textContent(), "Frag uns");
+    const box = await w.bubble.boundingBox();
+    assert.ok(box.x < 100, `data-position="left" puts the bubble on the left: ${JSON.stringify(box)}`);
+    const colours = await w.bubble.evaluate((node) => [getComputedStyle(node).backgroundColor, getComputedStyle(node).color]);
+    assert.deepEqual(colours, ["rgb(253, 224, 71)", "rgb(17, 24, 39)"], "a light colour gets dark text");
+    await french.close();
+  });
+
+  test("the dashboard pages older history in as you scroll up", async () => {
+    const { context, page } = await newVisitor();
+    await page.goto(`${blog.url}/`);
+    const w = widget(page);
+    await w.bubble.click();
+    await send(w.input, "Tell me everything");
+    await count(w.confirmed("Tell me everything"), 1, "the first message");
+    const cookie = await natter.login();
+    const { conversations } = await natter.adminGet(cookie, "/conversations");
+    const id = conversations.find((c) => c.last_message && c.last_message.content === "Tell me everything").id;
+    const other = await rawCable(natter.wsUrl, { channel: "AdminChannel", origin: natter.url, cookie });
+    for (let i = 1; i <= 60; i++) other.perform("reply", { conversation_id: id, content: `Part ${i}`, client_id: randomUUID() });
+    await other.next((e) => e.type === "message" && e.message.content === "Part 60", "the 60th reply");
+    other.close();
+
+    const admin = await newAdmin();
+    await admin.page.goto(`${natter.url}/admin/#c=${id}`);
+    const rows = admin.page.locator("#message-list .bubble-row");
+    await count(rows, 50, "the newest 50 messages");
+    assert.ok(await admin.page.locator("#older").isVisible(), "a way to load older messages");
+    await admin.page.locator("#messages").evaluate((node) => { node.scrollTop = 0; });
+    await count(rows, 61, "the rest after scrolling up");
+    await admin.page.locator("#older").waitFor({ state: "hidden" });
+    const texts = await admin.page.locator("#message-list .bubble").allTextContents();
+    assert.deepEqual(texts.slice(0, 3), ["Tell me everything", "Part 1", "Part 2"], "oldest first");
+    await count(w.rows, 61, "the widget has all of them too");
     await context.close();
     await admin.context.close();
   });
