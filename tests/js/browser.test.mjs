@@ -502,14 +502,51 @@ describe("dashboard as an installable app", () => {
       return;
     }
     assert.equal(key.status(), 200);
+    const serverKey = (await key.json()).key;
+    assert.match(serverKey, /^[A-Za-z0-9_-]{86,88}$/, "an uncompressed P-256 key, base64url");
+
+    // Headless Chromium has no push service of its own (subscribe() fails with "Registration failed"), so when the
+    // real subscribe fails the page gets a stand-in subscription; everything around it (the key handed to
+    // subscribe, the JSON posted, the unsubscribe) is the dashboard's real code talking to the real server.
+    // NATTER_TEST_PUSH_ENDPOINT points the stand-in at a fake push service when one runs.
+    const endpoint = process.env.NATTER_TEST_PUSH_ENDPOINT || `https://push.example.com/natter-test/${randomUUID()}`;
+    await page.evaluate((endpoint) => {
+      const real = PushManager.prototype.subscribe;
+      let fake = null;
+      PushManager.prototype.subscribe = async function (options) {
+        window.__subscribeKey = btoa(String.fromCharCode(...new Uint8Array(options.applicationServerKey))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+        try {
+          return await real.call(this, options);
+        } catch (error) {
+          const bytes = (n) => btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(n)))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+          const keys = { p256dh: "BP" + bytes(63).slice(0, 85), auth: bytes(16) };
+          fake = { endpoint, expirationTime: null, options, toJSON: () => ({ endpoint, expirationTime: null, keys }), unsubscribe: async () => { fake = null; return true; } };
+          window.__fakeSubscription = String(error);
+          return fake;
+        }
+      };
+      const getSubscription = PushManager.prototype.getSubscription;
+      PushManager.prototype.getSubscription = async function () { return fake || getSubscription.call(this); };
+    }, endpoint);
+
     const posted = page.waitForRequest((req) => req.url().endsWith("/push_subscriptions") && req.method() === "POST", { timeout: 30000 });
     await page.locator("#notify").waitFor();
+    assert.equal(await page.locator("#notify").textContent(), "Enable notifications");
     await page.click("#notify");
     const request = await posted;
+    assert.equal(await page.evaluate(() => window.__subscribeKey), serverKey, "subscribe() gets the server's VAPID key");
     const body = request.postDataJSON();
     assert.ok(body.endpoint && body.keys && body.keys.p256dh && body.keys.auth, `the subscription JSON reaches the server: ${JSON.stringify(body)}`);
     const response = await request.response();
-    assert.ok(response.status() < 300, `the server stores it: ${response.status()}`);
+    assert.ok(response.status() < 300, `the server stores it: ${response.status()} ${await response.text()}`);
+    await eventually(async () => (await page.locator("#notify").textContent()) === "Disable notifications", { message: "the button to offer disabling" });
+
+    const removed = page.waitForRequest((req) => req.url().endsWith("/push_subscriptions") && req.method() === "DELETE", { timeout: 30000 });
+    await page.click("#notify");
+    const removal = await removed;
+    assert.deepEqual(removal.postDataJSON(), { endpoint: body.endpoint });
+    assert.ok((await removal.response()).status() < 300);
+    await eventually(async () => (await page.locator("#notify").textContent()) === "Enable notifications", { message: "the button to offer enabling again" });
     await context.close();
   });
 });
