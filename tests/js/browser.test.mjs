@@ -322,11 +322,18 @@ describe("the conversation, in detail", () => {
     await count(item, 1, "the visitor's name in the list");
     await eventually(async () => /Anyone there\?/.test(await item.textContent()), { message: "the last message preview" });
     await eventually(async () => (await item.locator(".unread").textContent()) === "1", { message: "an unread count of 1" });
-    await eventually(async () => (await admin.page.title()) === "(1) natter", { message: "the unread count in the title" });
+    // The title counts unread messages across all conversations (earlier tests leave some unread).
+    const cookie = await natter.login();
+    const titleMatchesStore = async () => {
+      const { conversations } = await natter.adminGet(cookie, "/conversations");
+      const unread = conversations.reduce((sum, c) => sum + c.unread_count, 0);
+      return (await admin.page.title()) === (unread ? `(${unread}) natter` : "natter") && unread;
+    };
+    const before = await eventually(titleMatchesStore, { message: "the unread count in the title" });
 
     await item.locator("button").click();
     await eventually(async () => (await page.locator("natter-chat .row.me .state").allTextContents()).includes("Seen"), { message: "Seen in the widget once the admin reads" });
-    await eventually(async () => (await admin.page.title()) === "natter", { message: "the title count cleared" });
+    await eventually(async () => (await titleMatchesStore()) === before - 1 || (before === 1 && (await admin.page.title()) === "natter"), { message: "the title count to drop by one" });
     assert.equal(await item.locator(".unread").isVisible(), false);
     assert.match(await admin.page.locator("#thread-meta").textContent(), /ada@example\.com/);
 
