@@ -1,0 +1,107 @@
+//! Bad input on the socket: each gets an `error` event or the right close code, and the connection (or, after a
+//! close, the server) goes on working.
+
+use fastwebsockets::{Frame, OpCode, Payload};
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn malformed_commands_get_errors_and_the_connection_keeps_working() {
+    let app = spawn_app().await;
+    let mut visitor = subscribed_visitor(&app, &uuid()).await;
+    let frames = [
+        "this is not json".to_string(),
+        json!({"command": "dance", "identifier": VISITOR_CHANNEL}).to_string(),
+        json!({"command": "subscribe", "identifier": "{\"channel\":\"NoSuchChannel\"}"}).to_string(),
+        json!({"command": "message", "identifier": VISITOR_CHANNEL, "data": "{\"action\":\"fly\"}"}).to_string(),
+        json!({"command": "message", "identifier": VISITOR_CHANNEL, "data": "{\"action\":\"typing\",\"typing\":\"yes\"}"}).to_string(),
+        json!({"command": "message", "identifier": VISITOR_CHANNEL, "data": "not json either"}).to_string(),
+        json!({"command": "message", "identifier": VISITOR_CHANNEL, "data": format!("{}{}", "[".repeat(5000), "]".repeat(5000))}).to_string(),
+        json!({"command": "message", "identifier": 42}).to_string(),
+    ];
+    for frame in &frames {
+        visitor.send_text(frame).await;
+        let answer = visitor.next().await.expect("still open");
+        let error = if answer["type"] == "error" { answer.clone() } else { answer["message"].clone() };
+        assert_eq!(error["type"], "error", "{frame} -> {answer}");
+        assert!(error["code"].is_string() && error["message"].is_string(), "{answer}");
+    }
+    let client_id = uuid();
+    visitor.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": "x".repeat(4001), "client_id": client_id})).await;
+    let too_long = visitor.event("error").await;
+    assert_eq!(too_long["code"], "too_long");
+    assert_eq!(too_long["client_id"], client_id.as_str());
+    visitor.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": " \n ", "client_id": uuid()})).await;
+    assert_eq!(visitor.event("error").await["code"], "invalid");
+
+    visitor.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": "still here", "client_id": uuid()})).await;
+    assert_eq!(visitor.event("message").await["message"]["content"], "still here");
+}
+
+#[tokio::test]
+async fn a_message_larger_than_the_limit_closes_with_1009_and_others_are_unaffected() {
+    let app = spawn_app().await;
+    let mut bystander = subscribed_visitor(&app, &uuid()).await;
+    let mut visitor = subscribed_visitor(&app, &uuid()).await;
+    visitor.send_text(&"x".repeat(200_000)).await;
+    assert_eq!(visitor.closed().await.0, Some(1009));
+    bystander.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": "fine", "client_id": uuid()})).await;
+    assert_eq!(bystander.event("message").await["message"]["content"], "fine");
+}
+
+#[tokio::test]
+async fn binary_frames_and_endless_fragments_are_closed() {
+    let app = spawn_app().await;
+    let mut visitor = subscribed_visitor(&app, &uuid()).await;
+    visitor.socket.write_frame(Frame::binary(Payload::Owned(vec![1, 2, 3]))).await.unwrap();
+    assert_eq!(visitor.closed().await.0, Some(1003));
+
+    let mut visitor = subscribed_visitor(&app, &uuid()).await;
+    visitor.socket.write_frame(Frame::new(false, OpCode::Text, None, Payload::Owned(b"[".to_vec()))).await.unwrap();
+    let chunk = vec![b' '; 16 * 1024];
+    let mut closed = None;
+    for _ in 0..16 {
+        if visitor.socket.write_frame(Frame::new(false, OpCode::Continuation, None, Payload::Owned(chunk.clone()))).await.is_err() {
+            break;
+        }
+    }
+    if closed.is_none() {
+        closed = visitor.closed().await.0;
+    }
+    assert_eq!(closed, Some(1009), "fragments add up to the same limit as one frame");
+}
+
+#[tokio::test]
+async fn a_thousand_duplicate_subscribes_are_each_confirmed_and_register_once() {
+    let app = spawn_app().await;
+    let cookie = app.login().await;
+    let mut admin = subscribed_admin(&app, &cookie).await;
+    let mut visitor = subscribed_visitor(&app, &uuid()).await;
+    for _ in 0..1000 {
+        visitor.send(json!({"command": "subscribe", "identifier": VISITOR_CHANNEL})).await;
+    }
+    for _ in 0..1000 {
+        let frame = visitor.next().await.unwrap();
+        assert_eq!(frame["type"], "confirm_subscription");
+    }
+    visitor.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": "once", "client_id": uuid()})).await;
+    visitor.event("message").await;
+    admin.event("message").await;
+    // One registration: the next event the visitor sees is the next message, not a copy.
+    admin.perform(ADMIN_CHANNEL, json!({"action": "sync"})).await;
+    let sync = admin.event("sync").await;
+    let conversation_id = sync["conversations"][0]["id"].clone();
+    admin.perform(ADMIN_CHANNEL, json!({"action": "reply", "conversation_id": conversation_id, "content": "r", "client_id": uuid()})).await;
+    assert_eq!(visitor.event("message").await["message"]["content"], "r");
+    visitor.perform(VISITOR_CHANNEL, json!({"action": "sync"})).await;
+    assert_eq!(visitor.next().await.unwrap()["message"]["type"], "history", "no duplicate of the reply was queued");
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let app = spawn_app().await;
+    let mut visitor = subscribed_visitor(&app, &uuid()).await;
+    visitor.socket.write_frame(Frame::new(true, OpCode::Text, None, Payload::Owned(vec![0x7b, 0xff, 0xfe, 0x7d]))).await.unwrap();
+    assert_eq!(visitor.closed().await.0, Some(1007));
+}
