@@ -20,8 +20,9 @@ if [ ! -d "$here/node_modules" ]; then
   (cd "$here" && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; })
 fi
 
-if [ -z "${NATTER_BIN:-}" ] && [ ! -x "$root/target/debug/natter" ]; then
-  (cd "$root" && cargo build)
+# web/ is compiled into the binary, so build even when a binary exists: a stale one would test stale pages.
+if [ -z "${NATTER_BIN:-}" ]; then
+  (cd "$root" && cargo build --quiet)
 fi
 
 cd "$root"

@@ -27,7 +27,6 @@ const state = {
   synced: false, // the catch-up after the current connect has finished
   selected: null, // the open conversation's id
   typing: new Map(), // conversation id → timer that clears the visitor's typing flag
-  outbox: loadOutbox(), // replies not yet confirmed by the server
   failed: new Map(), // client_id → reply the server refused; only a click retries it
 };
 let cable = null;
@@ -50,21 +49,38 @@ function uuid() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-function loadOutbox() {
-  try {
-    const items = JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]");
-    return Array.isArray(items) ? items.filter((i) => i && i.client_id && i.conversation_id && i.content) : [];
-  } catch (_) {
-    return [];
-  }
-}
-
-function saveOutbox() {
-  try {
-    if (state.outbox.length) localStorage.setItem(OUTBOX_KEY, JSON.stringify(state.outbox));
-    else localStorage.removeItem(OUTBOX_KEY);
-  } catch (_) { /* storage full or blocked: the outbox still lives in memory */ }
-}
+// Replies not yet confirmed by the server. They live in localStorage and every change re-reads it, so two dashboard
+// tabs never overwrite each other's unsent replies (both may send one; the server stores a client_id once). If
+// storage is blocked they live in memory.
+const outbox = {
+  memory: [],
+  list() {
+    try {
+      const items = JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]");
+      return Array.isArray(items) ? items.filter((i) => i && i.client_id && i.conversation_id && typeof i.content === "string") : [];
+    } catch (_) {
+      return this.memory.slice();
+    }
+  },
+  write(items) {
+    this.memory = items;
+    try {
+      if (items.length) localStorage.setItem(OUTBOX_KEY, JSON.stringify(items));
+      else localStorage.removeItem(OUTBOX_KEY);
+    } catch (_) { /* blocked or full: memory only */ }
+  },
+  add(item) {
+    const items = this.list();
+    if (!items.some((i) => i.client_id === item.client_id)) items.push(item);
+    this.write(items);
+  },
+  remove(predicate) {
+    const items = this.list();
+    const removed = items.filter(predicate);
+    if (removed.length) this.write(items.filter((i) => !predicate(i)));
+    return removed;
+  },
+};
 
 function toast(text) {
   const node = $("toast");
@@ -190,7 +206,7 @@ function connectionState(next) {
   badge.textContent = live ? "Live" : "Reconnecting…";
   badge.classList.toggle("offline", !live);
   $("banner").hidden = live;
-  for (const item of state.outbox) {
+  for (const item of outbox.list()) {
     if (item.conversation_id === state.selected) view.setPendingState(item.client_id, live ? "Sending…" : "Waiting for connection…");
   }
   if (next === "unauthorized") {
@@ -342,9 +358,7 @@ function ingest(message, live) {
     if (live && message.sender === "visitor" && !watching(id)) summary.unread_count = (summary.unread_count || 0) + 1;
   }
   if (message.client_id) {
-    const before = state.outbox.length;
-    state.outbox = state.outbox.filter((item) => item.client_id !== message.client_id);
-    if (before !== state.outbox.length) saveOutbox();
+    outbox.remove((item) => item.client_id === message.client_id);
     state.failed.delete(message.client_id);
   }
   if (message.sender === "visitor") setTyping(id, false);
@@ -363,9 +377,7 @@ function notifyNew() {
 function forget(id) {
   state.conversations.delete(id);
   state.threads.delete(id);
-  const before = state.outbox.length;
-  state.outbox = state.outbox.filter((item) => item.conversation_id !== id);
-  if (before !== state.outbox.length) saveOutbox();
+  outbox.remove((item) => item.conversation_id === id);
   if (state.selected === id) {
     toast("The conversation was deleted.");
     location.hash = "";
@@ -374,9 +386,7 @@ function forget(id) {
 }
 
 function refused(clientId, reason) {
-  const item = state.outbox.find((i) => i.client_id === clientId);
-  state.outbox = state.outbox.filter((i) => i.client_id !== clientId);
-  saveOutbox();
+  const [item] = outbox.remove((i) => i.client_id === clientId);
   if (item) state.failed.set(clientId, item);
   view.setPendingState(clientId, `Not sent${reason ? `: ${reason}` : ""}`, () => retry(clientId));
 }
@@ -385,15 +395,14 @@ function retry(clientId) {
   const item = state.failed.get(clientId);
   if (!item) return;
   state.failed.delete(clientId);
-  state.outbox.push(item);
-  saveOutbox();
+  outbox.add(item);
   view.setPendingState(clientId, "Sending…");
   if (state.synced) cable.perform("reply", { conversation_id: item.conversation_id, content: item.content, client_id: item.client_id });
 }
 
 function flushOutbox() {
   if (!state.synced) return;
-  for (const item of state.outbox) {
+  for (const item of outbox.list()) {
     cable.perform("reply", { conversation_id: item.conversation_id, content: item.content, client_id: item.client_id });
   }
 }
@@ -538,7 +547,7 @@ async function openConversation(id) {
   if (state.selected !== id) return;
   view.add([...thread.messages.values()].sort((a, b) => a.id - b.id));
   $("older").hidden = !thread.more;
-  for (const item of state.outbox) if (item.conversation_id === id) view.addPending(item, cable && cable.ready ? "Sending…" : "Waiting for connection…");
+  for (const item of outbox.list()) if (item.conversation_id === id) view.addPending(item, cable && cable.ready ? "Sending…" : "Waiting for connection…");
   for (const item of state.failed.values()) {
     if (item.conversation_id === id) {
       view.addPending(item);
@@ -620,8 +629,7 @@ function sendReply() {
   const id = state.selected;
   if (!content || !id) return;
   const item = { client_id: uuid(), conversation_id: id, content, created_at: new Date().toISOString() };
-  state.outbox.push(item);
-  saveOutbox();
+  outbox.add(item);
   view.addPending(item, cable && cable.ready ? "Sending…" : "Waiting for connection…");
   input.value = "";
   grow();

@@ -259,8 +259,33 @@
     // ---- state ----
     const messages = new Map(); // id → message, every message the server has confirmed
     const rows = new Map(); // "m<id>" or "c<client_id>" → row element
-    let outbox = [];
-    try { outbox = JSON.parse(storage.get(KEY_OUTBOX) || "[]").filter((m) => m && UUID.test(m.client_id)); } catch (_) { outbox = []; }
+    // The outbox lives in localStorage and every change re-reads it, so two tabs of the same blog never overwrite
+    // each other's unsent messages; both may send an item, and the server stores a client_id once.
+    const outbox = {
+      list() {
+        try {
+          const items = JSON.parse(storage.get(KEY_OUTBOX) || "[]");
+          return Array.isArray(items) ? items.filter((m) => m && UUID.test(m.client_id) && typeof m.content === "string") : [];
+        } catch (_) {
+          return [];
+        }
+      },
+      write(items) {
+        if (items.length) storage.set(KEY_OUTBOX, JSON.stringify(items));
+        else storage.remove(KEY_OUTBOX);
+      },
+      add(item) {
+        const items = this.list();
+        if (!items.some((m) => m.client_id === item.client_id)) items.push(item);
+        this.write(items);
+      },
+      remove(clientId) {
+        const items = this.list();
+        const item = items.find((m) => m.client_id === clientId);
+        if (item) this.write(items.filter((m) => m !== item));
+        return item;
+      },
+    };
     const failed = new Map(); // client_id → {item, reason}: the server refused it; only the visitor retries it
     // Every message with an id up to lastId has been seen: the `after` of the next sync. Only sync answers move it,
     // and live messages once the sync is done, so a live message during a catch-up cannot make it skip a gap.
@@ -412,9 +437,7 @@
       rows.set("m" + message.id, row);
       placeConfirmed(row, message.id);
       if (message.client_id) {
-        const before = outbox.length;
-        outbox = outbox.filter((m) => m.client_id !== message.client_id);
-        if (outbox.length !== before) saveOutbox();
+        outbox.remove(message.client_id);
         failed.delete(message.client_id);
       }
       if (stick || message.sender === "visitor") toBottom();
@@ -450,7 +473,7 @@
       statusText.textContent = text;
       awayNote.hidden = !(connection === "connected" && !adminOnline && cfg.away_message);
       banner.hidden = connection !== "reconnecting";
-      for (const item of outbox) {
+      for (const item of outbox.list()) {
         const row = rows.get("c" + item.client_id);
         if (row) row.classList.toggle("offline", connection !== "connected");
       }
@@ -479,14 +502,9 @@
     }
     const socketUrl = () => cfg.server.replace(/^http/, "ws") + "/cable?token=" + encodeURIComponent(token());
 
-    const saveOutbox = () => {
-      if (outbox.length) storage.set(KEY_OUTBOX, JSON.stringify(outbox));
-      else storage.remove(KEY_OUTBOX);
-    };
-
     function flush() {
       if (!synced) return;
-      for (const item of outbox) conn.perform("speak", { content: item.content, client_id: item.client_id });
+      for (const item of outbox.list()) conn.perform("speak", { content: item.content, client_id: item.client_id });
       if (pendingIdentify && conn.perform("identify", pendingIdentify)) pendingIdentify = null;
     }
 
@@ -562,9 +580,7 @@
           break;
         case "error":
           if (event.client_id) {
-            const item = outbox.find((m) => m.client_id === event.client_id);
-            outbox = outbox.filter((m) => m.client_id !== event.client_id);
-            saveOutbox();
+            const item = outbox.remove(event.client_id);
             if (item) failed.set(item.client_id, item);
             const row = rows.get("c" + event.client_id);
             if (row) setRowState(row, t.failed, item || { client_id: event.client_id });
@@ -583,7 +599,6 @@
       rows.clear();
       failed.clear();
       list.replaceChildren();
-      outbox = [];
       lastId = 0;
       seenUpTo = 0;
       readSent = 0;
@@ -624,8 +639,7 @@
       const content = input.value.trim();
       if (!content) return;
       const item = { client_id: uuid(), content, created_at: new Date().toISOString() };
-      outbox.push(item);
-      saveOutbox();
+      outbox.add(item);
       addPending(item);
       renderStatus();
       input.value = "";
@@ -638,8 +652,7 @@
       const item = failed.get(clientId);
       if (!item) return;
       failed.delete(clientId);
-      outbox.push(item);
-      saveOutbox();
+      outbox.add(item);
       const row = rows.get("c" + clientId);
       if (row) setRowState(row, t.sending);
       renderStatus();
@@ -718,7 +731,7 @@
     });
     document.addEventListener("visibilitychange", markRead);
 
-    for (const item of outbox) addPending(item);
+    for (const item of outbox.list()) addPending(item);
     renderWho();
     renderStatus();
 
