@@ -429,7 +429,10 @@ function setTyping(id, on) {
   clearTimeout(state.typing.get(id));
   state.typing.delete(id);
   if (on) state.typing.set(id, setTimeout(() => setTyping(id, false), 8000));
-  if (state.selected === id) $("typing").hidden = !on;
+  if (state.selected === id) {
+    $("typing").hidden = !on;
+    $("typing-text").textContent = `${visitorName(state.conversations.get(id) || { id })} is typing…`;
+  }
   render();
 }
 
@@ -516,6 +519,7 @@ async function openConversation(id) {
   $("placeholder").hidden = true;
   $("thread").hidden = false;
   $("typing").hidden = !state.typing.has(id);
+  $("typing-text").textContent = `${visitorName(state.conversations.get(id) || { id })} is typing…`;
   render();
   if (same) return;
   view.reset(id);
