@@ -82,7 +82,7 @@ export class ConversationList {
     item.page.title = (summary.page && summary.page.url) || "";
     item.badge.textContent = unread > 99 ? "99+" : String(unread);
     item.badge.hidden = unread === 0;
-    item.button.setAttribute("aria-label", `${visitorName(summary)}${summary.online ? ", online" : ""}${unread ? `, ${unread} unread` : ""}`);
+    item.button.setAttribute("aria-label", `${visitorName(summary)}${summary.online ? ", online" : ""}${unread ? `, ${unread} unread` : ""}: ${item.preview.textContent}`);
   }
 
   // Relative times ("5m") age; refreshed once a minute without rebuilding anything else.
