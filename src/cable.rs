@@ -50,10 +50,14 @@ const PING_INTERVAL: Duration = Duration::from_secs(3);
 /// A socket whose peer does not take a frame within this time (a dead phone, a stalled reader) is closed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long and how much a closing socket reads and discards, so the peer gets our close frame (see `linger`).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
 /// A socket must subscribe within this time, or it is only holding a slot.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Reader = WebSocketRead<ReadHalf<TokioIo<Upgraded>>>;
+type Reader<'a> = WebSocketRead<&'a mut ReadHalf<TokioIo<Upgraded>>>;
 type Writer = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
 pub type Body = Full<Bytes>;
 
@@ -167,11 +171,14 @@ impl Drop for OpenSocket<'_> {
     }
 }
 
-async fn serve(app: Arc<App>, mut socket: fastwebsockets::WebSocket<TokioIo<Upgraded>>, caller: Caller, ip: IpAddr, _slot: ConnectionSlot) {
-    socket.set_max_message_size(MAX_MESSAGE_BYTES);
-    socket.set_auto_close(true);
-    socket.set_auto_pong(true);
-    let (reader, writer) = socket.split(tokio::io::split);
+async fn serve(app: Arc<App>, socket: fastwebsockets::WebSocket<TokioIo<Upgraded>>, caller: Caller, ip: IpAddr, _slot: ConnectionSlot) {
+    // Split by hand rather than with `WebSocket::split`, so the read half stays ours after the reader is done with
+    // it: see `linger`.
+    let (mut read_stream, write_stream) = tokio::io::split(socket.into_inner());
+    let (mut reader, writer) = fastwebsockets::after_handshake_split(&mut read_stream, write_stream, fastwebsockets::Role::Server);
+    reader.set_max_message_size(MAX_MESSAGE_BYTES);
+    reader.set_auto_close(true);
+    reader.set_auto_pong(true);
     let (identity, capacity, counter) = match caller {
         Caller::Visitor(identity) => (identity, VISITOR_QUEUE, &app.hub.open_visitor_sockets),
         Caller::Admin(identity) => (identity, ADMIN_QUEUE, &app.hub.open_admin_sockets),
@@ -190,9 +197,10 @@ async fn serve(app: Arc<App>, mut socket: fastwebsockets::WebSocket<TokioIo<Upgr
     let mut writer = tokio::spawn(write_loop(writer, outbox, kick.clone(), app.shutdown.clone()));
     let mut connection = Connection::new(app.clone(), identity, outlet, ip);
     let ended_by_reader = tokio::select! {
-        end = read_loop(reader, &mut connection, &queue) => Some(end),
+        end = read_loop(&mut reader, &mut connection, &queue) => Some(end),
         _ = &mut writer => None,
     };
+    drop(reader);
     connection.leave();
     if let Some(end) = ended_by_reader {
         if let Some((code, reason)) = end {
@@ -203,14 +211,35 @@ async fn serve(app: Arc<App>, mut socket: fastwebsockets::WebSocket<TokioIo<Upgr
         drop(queue);
         drop(connection);
         // The writer sends what is queued and the close frame; a peer that takes nothing is cut off by its timeout.
-        if tokio::time::timeout(WRITE_TIMEOUT * 2, &mut writer).await.is_err() {
-            writer.abort();
-        }
+        let closing = async {
+            if tokio::time::timeout(WRITE_TIMEOUT * 2, &mut writer).await.is_err() {
+                writer.abort();
+            }
+        };
+        tokio::join!(closing, linger(&mut read_stream));
     }
 }
 
+/// After closing on bad input (an oversized frame, say), the peer's unread bytes are still in our receive buffer; if
+/// the socket closed now, the kernel would answer with a reset, and the peer would lose our close frame and its code.
+/// So read and discard for a moment (bounded in time and bytes), as HTTP servers do with a lingering close.
+async fn linger(read_stream: &mut ReadHalf<TokioIo<Upgraded>>) {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 8192];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while left > 0 {
+            match read_stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => left = left.saturating_sub(read),
+            }
+        }
+    })
+    .await;
+}
+
 /// Reads frames until the client leaves or breaks the protocol; answers the close code to send, if any.
-async fn read_loop(mut reader: Reader, connection: &mut Connection, queue: &mpsc::Sender<Outbound>) -> Option<(u16, &'static str)> {
+async fn read_loop(reader: &mut Reader<'_>, connection: &mut Connection, queue: &mpsc::Sender<Outbound>) -> Option<(u16, &'static str)> {
     // Frames of a fragmented message, joined here (not by fastwebsockets' collector, which has no size limit).
     let mut fragments: Vec<u8> = Vec::new();
     let mut fragmented = false;

@@ -3,4 +3,6 @@
 
 mod helpers;
 
+mod abuse;
+mod access;
 mod chat;
