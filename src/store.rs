@@ -10,9 +10,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -30,7 +33,8 @@ const CONVERSATIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("conver
 /// Message id → `Message` (JSON, exactly as the wire shows it, so reads send it without re-encoding).
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 /// (conversation id, message id): the messages of one conversation in order.
-const CONVERSATION_MESSAGES: TableDefinition<(u128, u64), ()> = TableDefinition::new("conversation_messages");
+const CONVERSATION_MESSAGES: TableDefinition<(u128, u64), ()> =
+    TableDefinition::new("conversation_messages");
 /// SHA-256 of a visitor token → its conversation id. The token itself is never stored.
 const VISITOR_TOKENS: TableDefinition<&[u8], u128> = TableDefinition::new("visitor_tokens");
 /// (conversation id, client id) → message id: a resent `speak` or `reply` finds the message it already stored.
@@ -152,7 +156,9 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::Rejected(error) => error,
             StoreError::Storage(_) => ApiError::storage(),
-            StoreError::Closed => ApiError::unavailable("natter is restarting; try again in a moment"),
+            StoreError::Closed => {
+                ApiError::unavailable("natter is restarting; try again in a moment")
+            }
         }
     }
 }
@@ -164,19 +170,57 @@ impl<E: Into<redb::Error>> From<E> for StoreError {
 }
 
 enum Write {
-    Speak { token_hash: TokenHash, content: String, client_id: Uuid },
-    Reply { conversation_id: Uuid, content: String, client_id: Uuid },
-    Identify { token_hash: TokenHash, name: String, email: Option<String> },
-    AdminRead { conversation_id: Uuid, up_to: u64 },
-    VisitorRead { conversation_id: Uuid, up_to: u64 },
-    SetPage { conversation_id: Uuid, page: Page },
-    Delete { conversation_id: Uuid },
-    PutSession { hash: TokenHash, session: Session },
-    DeleteSession { hash: TokenHash },
-    DeleteSessionsOf { username: String },
-    PutMeta { key: String, value: Vec<u8> },
-    PutPushSubscription { endpoint: String, json: Vec<u8> },
-    DeletePushSubscription { endpoint: String },
+    Speak {
+        token_hash: TokenHash,
+        content: String,
+        client_id: Uuid,
+    },
+    Reply {
+        conversation_id: Uuid,
+        content: String,
+        client_id: Uuid,
+    },
+    Identify {
+        token_hash: TokenHash,
+        name: String,
+        email: Option<String>,
+    },
+    AdminRead {
+        conversation_id: Uuid,
+        up_to: u64,
+    },
+    VisitorRead {
+        conversation_id: Uuid,
+        up_to: u64,
+    },
+    SetPage {
+        conversation_id: Uuid,
+        page: Page,
+    },
+    Delete {
+        conversation_id: Uuid,
+    },
+    PutSession {
+        hash: TokenHash,
+        session: Session,
+    },
+    DeleteSession {
+        hash: TokenHash,
+    },
+    DeleteSessionsOf {
+        username: String,
+    },
+    PutMeta {
+        key: String,
+        value: Vec<u8>,
+    },
+    PutPushSubscription {
+        endpoint: String,
+        json: Vec<u8>,
+    },
+    DeletePushSubscription {
+        endpoint: String,
+    },
 }
 
 enum Outcome {
@@ -206,9 +250,8 @@ pub struct StoreStats {
 
 #[derive(Clone)]
 pub struct Store {
-    database: Arc<Database>,
+    file: Arc<StoreFile>,
     writer: mpsc::Sender<Command>,
-    path: PathBuf,
     stats: Arc<StoreStats>,
 }
 
@@ -216,7 +259,10 @@ impl Store {
     /// Opens (or creates) `natter.redb` in `data_dir` and starts the writer thread.
     pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
         std::fs::create_dir_all(data_dir).map_err(|error| {
-            anyhow::anyhow!("cannot create the data dir {}: {error}; set server.data_dir or --data-dir", data_dir.display())
+            anyhow::anyhow!(
+                "cannot create the data dir {}: {error}; set server.data_dir or --data-dir",
+                data_dir.display()
+            )
         })?;
         let path = data_dir.join("natter.redb");
         let database = Database::create(&path).map_err(|error| match error {
@@ -227,24 +273,33 @@ impl Store {
             other => anyhow::anyhow!("cannot open the store {}: {other}", path.display()),
         })?;
         Store::init_tables(&database)?;
-        let database = Arc::new(database);
+        let file = Arc::new(StoreFile {
+            database: RwLock::new(Some(Arc::new(database))),
+            path,
+        });
         let (writer, queue) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(StoreStats::default());
         {
-            let database = database.clone();
+            let file = file.clone();
             let stats = stats.clone();
             std::thread::Builder::new()
                 .name("natter-store-writer".into())
-                .spawn(move || run_writer(&database, queue, &stats))?;
+                .spawn(move || run_writer(&file, queue, &stats))?;
         }
-        Ok(Store { database, writer, path, stats })
+        Ok(Store {
+            file,
+            writer,
+            stats,
+        })
     }
 
     fn init_tables(database: &Database) -> anyhow::Result<()> {
         let transaction = database.begin_write()?;
         {
             let mut meta = transaction.open_table(META)?;
-            let version = meta.get("schema_version")?.map(|value| read_u64(value.value()));
+            let version = meta
+                .get("schema_version")?
+                .map(|value| read_u64(value.value()));
             match version {
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
@@ -267,7 +322,7 @@ impl Store {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.file.path
     }
 
     pub fn stats(&self) -> &StoreStats {
@@ -284,49 +339,115 @@ impl Store {
 
     async fn write(&self, write: Write) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.writer.send(Command::Write(Job { write, reply })).await.map_err(|_| StoreError::Closed)?;
+        self.writer
+            .send(Command::Write(Job { write, reply }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
     // ---- writes ----
 
     /// Stores a visitor message, starting the conversation if this token has none. Idempotent on `client_id`.
-    pub async fn speak(&self, token_hash: TokenHash, content: String, client_id: Uuid) -> Result<Appended, StoreError> {
-        match self.write(Write::Speak { token_hash, content, client_id }).await? {
+    pub async fn speak(
+        &self,
+        token_hash: TokenHash,
+        content: String,
+        client_id: Uuid,
+    ) -> Result<Appended, StoreError> {
+        match self
+            .write(Write::Speak {
+                token_hash,
+                content,
+                client_id,
+            })
+            .await?
+        {
             Outcome::Appended(appended) => Ok(*appended),
             _ => unreachable!("speak answers Appended"),
         }
     }
 
     /// Stores an admin reply. Idempotent on `client_id`.
-    pub async fn reply(&self, conversation_id: Uuid, content: String, client_id: Uuid) -> Result<Appended, StoreError> {
-        match self.write(Write::Reply { conversation_id, content, client_id }).await? {
+    pub async fn reply(
+        &self,
+        conversation_id: Uuid,
+        content: String,
+        client_id: Uuid,
+    ) -> Result<Appended, StoreError> {
+        match self
+            .write(Write::Reply {
+                conversation_id,
+                content,
+                client_id,
+            })
+            .await?
+        {
             Outcome::Appended(appended) => Ok(*appended),
             _ => unreachable!("reply answers Appended"),
         }
     }
 
     /// Sets the visitor's name and email, starting the conversation if needed.
-    pub async fn identify(&self, token_hash: TokenHash, name: String, email: Option<String>) -> Result<Conversation, StoreError> {
-        self.conversation_write(Write::Identify { token_hash, name, email }).await?.ok_or(StoreError::Closed)
+    pub async fn identify(
+        &self,
+        token_hash: TokenHash,
+        name: String,
+        email: Option<String>,
+    ) -> Result<Conversation, StoreError> {
+        self.conversation_write(Write::Identify {
+            token_hash,
+            name,
+            email,
+        })
+        .await?
+        .ok_or(StoreError::Closed)
     }
 
     /// The admin read the conversation up to `up_to`: the unread count goes to zero.
-    pub async fn admin_read(&self, conversation_id: Uuid, up_to: u64) -> Result<Option<Conversation>, StoreError> {
-        self.conversation_write(Write::AdminRead { conversation_id, up_to }).await
+    pub async fn admin_read(
+        &self,
+        conversation_id: Uuid,
+        up_to: u64,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.conversation_write(Write::AdminRead {
+            conversation_id,
+            up_to,
+        })
+        .await
     }
 
-    pub async fn visitor_read(&self, conversation_id: Uuid, up_to: u64) -> Result<Option<Conversation>, StoreError> {
-        self.conversation_write(Write::VisitorRead { conversation_id, up_to }).await
+    pub async fn visitor_read(
+        &self,
+        conversation_id: Uuid,
+        up_to: u64,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.conversation_write(Write::VisitorRead {
+            conversation_id,
+            up_to,
+        })
+        .await
     }
 
-    pub async fn set_page(&self, conversation_id: Uuid, page: Page) -> Result<Option<Conversation>, StoreError> {
-        self.conversation_write(Write::SetPage { conversation_id, page }).await
+    pub async fn set_page(
+        &self,
+        conversation_id: Uuid,
+        page: Page,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.conversation_write(Write::SetPage {
+            conversation_id,
+            page,
+        })
+        .await
     }
 
     /// Deletes a conversation with its messages and token; answers the deleted conversation, if it existed.
-    pub async fn delete_conversation(&self, conversation_id: Uuid) -> Result<Option<Conversation>, StoreError> {
-        self.conversation_write(Write::Delete { conversation_id }).await
+    pub async fn delete_conversation(
+        &self,
+        conversation_id: Uuid,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.conversation_write(Write::Delete { conversation_id })
+            .await
     }
 
     async fn conversation_write(&self, write: Write) -> Result<Option<Conversation>, StoreError> {
@@ -337,7 +458,9 @@ impl Store {
     }
 
     pub async fn put_session(&self, hash: TokenHash, session: Session) -> Result<(), StoreError> {
-        self.write(Write::PutSession { hash, session }).await.map(drop)
+        self.write(Write::PutSession { hash, session })
+            .await
+            .map(drop)
     }
 
     pub async fn delete_session(&self, hash: TokenHash) -> Result<(), StoreError> {
@@ -346,25 +469,47 @@ impl Store {
 
     /// Ends every session of a user (after a password change).
     pub async fn delete_sessions_of(&self, username: &str) -> Result<(), StoreError> {
-        self.write(Write::DeleteSessionsOf { username: username.to_string() }).await.map(drop)
+        self.write(Write::DeleteSessionsOf {
+            username: username.to_string(),
+        })
+        .await
+        .map(drop)
     }
 
     pub async fn put_meta(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.write(Write::PutMeta { key: key.to_string(), value }).await.map(drop)
+        self.write(Write::PutMeta {
+            key: key.to_string(),
+            value,
+        })
+        .await
+        .map(drop)
     }
 
-    pub async fn put_push_subscription(&self, endpoint: &str, json: Vec<u8>) -> Result<(), StoreError> {
-        self.write(Write::PutPushSubscription { endpoint: endpoint.to_string(), json }).await.map(drop)
+    pub async fn put_push_subscription(
+        &self,
+        endpoint: &str,
+        json: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.write(Write::PutPushSubscription {
+            endpoint: endpoint.to_string(),
+            json,
+        })
+        .await
+        .map(drop)
     }
 
     pub async fn delete_push_subscription(&self, endpoint: &str) -> Result<(), StoreError> {
-        self.write(Write::DeletePushSubscription { endpoint: endpoint.to_string() }).await.map(drop)
+        self.write(Write::DeletePushSubscription {
+            endpoint: endpoint.to_string(),
+        })
+        .await
+        .map(drop)
     }
 
     // ---- reads ----
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
-        Ok(self.database.begin_read()?)
+        Ok(self.file.database()?.begin_read()?)
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -374,17 +519,29 @@ impl Store {
 
     pub fn conversation(&self, id: Uuid) -> Result<Option<Conversation>, StoreError> {
         let table = self.read()?.open_table(CONVERSATIONS)?;
-        table.get(id.as_u128())?.map(|value| decode(value.value())).transpose()
+        table
+            .get(id.as_u128())?
+            .map(|value| decode(value.value()))
+            .transpose()
     }
 
-    pub fn conversation_of_token(&self, token_hash: &TokenHash) -> Result<Option<Conversation>, StoreError> {
+    pub fn conversation_of_token(
+        &self,
+        token_hash: &TokenHash,
+    ) -> Result<Option<Conversation>, StoreError> {
         let transaction = self.read()?;
         let tokens = transaction.open_table(VISITOR_TOKENS)?;
-        let Some(id) = tokens.get(token_hash.as_slice())?.map(|value| value.value()) else {
+        let Some(id) = tokens
+            .get(token_hash.as_slice())?
+            .map(|value| value.value())
+        else {
             return Ok(None);
         };
         let conversations = transaction.open_table(CONVERSATIONS)?;
-        conversations.get(id)?.map(|value| decode(value.value())).transpose()
+        conversations
+            .get(id)?
+            .map(|value| decode(value.value()))
+            .transpose()
     }
 
     /// Every conversation, most recently active first.
@@ -412,7 +569,10 @@ impl Store {
 
     pub fn message(&self, id: u64) -> Result<Option<Message>, StoreError> {
         let table = self.read()?.open_table(MESSAGES)?;
-        table.get(id)?.map(|value| decode(value.value())).transpose()
+        table
+            .get(id)?
+            .map(|value| decode(value.value()))
+            .transpose()
     }
 
     /// Messages of one conversation with `after < id < before`, at most `limit`. With `before`, the newest such
@@ -436,7 +596,14 @@ impl Store {
         let range = index.range((key, low)..(key, high))?;
         let mut ids = Vec::with_capacity(limit.min(256));
         let mut more = false;
-        let mut collect = |entry: Result<(redb::AccessGuard<'_, (u128, u64)>, redb::AccessGuard<'_, ()>), redb::StorageError>| -> Result<bool, StoreError> {
+        let mut collect = |entry: Result<
+            (
+                redb::AccessGuard<'_, (u128, u64)>,
+                redb::AccessGuard<'_, ()>,
+            ),
+            redb::StorageError,
+        >|
+         -> Result<bool, StoreError> {
             if ids.len() == limit {
                 more = true;
                 return Ok(false);
@@ -458,7 +625,10 @@ impl Store {
                 }
             }
         }
-        let mut page = MessagePage { messages: Vec::with_capacity(ids.len()), more };
+        let mut page = MessagePage {
+            messages: Vec::with_capacity(ids.len()),
+            more,
+        };
         for id in ids {
             if let Some(value) = messages.get(id)? {
                 page.messages.push(decode(value.value())?);
@@ -468,7 +638,11 @@ impl Store {
     }
 
     /// Messages of every conversation with id > `after`, oldest first, at most `limit`.
-    pub fn messages_after(&self, after: Option<u64>, limit: usize) -> Result<MessagePage, StoreError> {
+    pub fn messages_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<MessagePage, StoreError> {
         let table = self.read()?.open_table(MESSAGES)?;
         let low = after.map_or(0, |after| after.saturating_add(1));
         let mut page = MessagePage::default();
@@ -484,7 +658,10 @@ impl Store {
 
     pub fn session(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
         let table = self.read()?.open_table(SESSIONS)?;
-        table.get(hash.as_slice())?.map(|value| decode(value.value())).transpose()
+        table
+            .get(hash.as_slice())?
+            .map(|value| decode(value.value()))
+            .transpose()
     }
 
     pub fn push_subscriptions(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -507,9 +684,45 @@ impl Store {
         let table = self.read()?.open_table(CONVERSATIONS)?;
         Ok(table.len()?)
     }
+
+    /// Copies every table, as one read transaction sees it, into a new redb file at `destination`: a consistent
+    /// backup taken while the writer goes on (redb readers never block it). `natter backup` uses it through the
+    /// server's control socket. A table this method does not know is an error, not a silent gap in the backup.
+    pub fn snapshot_to(&self, destination: &Path) -> Result<SnapshotSummary, StoreError> {
+        use redb::TableHandle;
+        let source = self.read()?;
+        let target = Database::create(destination)?;
+        let transaction = target.begin_write()?;
+        let mut copied = Vec::new();
+        copied.push(copy_table(&source, &transaction, META)?);
+        copied.push(copy_table(&source, &transaction, CONVERSATIONS)?);
+        copied.push(copy_table(&source, &transaction, MESSAGES)?);
+        copied.push(copy_table(&source, &transaction, CONVERSATION_MESSAGES)?);
+        copied.push(copy_table(&source, &transaction, VISITOR_TOKENS)?);
+        copied.push(copy_table(&source, &transaction, CLIENT_IDS)?);
+        copied.push(copy_table(&source, &transaction, SESSIONS)?);
+        copied.push(copy_table(&source, &transaction, PUSH_SUBSCRIPTIONS)?);
+        for table in source.list_tables()? {
+            if !copied.iter().any(|(name, _)| name == table.name()) {
+                return Err(StoreError::Storage(format!(
+                    "the snapshot does not know the table {:?}",
+                    table.name()
+                )));
+            }
+        }
+        transaction.commit()?;
+        let messages = copied
+            .iter()
+            .find(|(name, _)| name == MESSAGES.name())
+            .map_or(0, |(_, rows)| *rows);
+        Ok(SnapshotSummary {
+            messages,
+            tables: copied.len(),
+        })
+    }
 }
 
-fn run_writer(database: &Database, mut queue: mpsc::Receiver<Command>, stats: &StoreStats) {
+fn run_writer(file: &StoreFile, mut queue: mpsc::Receiver<Command>, stats: &StoreStats) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut stop = None;
     while let Some(command) = queue.blocking_recv() {
@@ -527,7 +740,18 @@ fn run_writer(database: &Database, mut queue: mpsc::Receiver<Command>, stats: &S
             }
         }
         if !batch.is_empty() {
-            commit_batch(database, &mut batch, stats);
+            match file.database().or_else(|_| file.reopen()) {
+                Ok(database) => {
+                    if !commit_batch(&database, &mut batch, stats) {
+                        drop(database);
+                        // redb refuses all writes after an I/O error until the file is opened again; do that now,
+                        // so writing resumes by itself once the cause (a full disk, say) is gone.
+                        file.close_for_reopen();
+                        let _ = file.reopen();
+                    }
+                }
+                Err(error) => fail_batch(&mut batch, &error, stats),
+            }
         }
         if let Some(done) = stop.take() {
             let _ = done.send(());
@@ -536,8 +760,77 @@ fn run_writer(database: &Database, mut queue: mpsc::Receiver<Command>, stats: &S
     }
 }
 
-/// Applies every job in one transaction and commits once; then, and only then, answers them.
-fn commit_batch(database: &Database, batch: &mut Vec<Job>, stats: &StoreStats) {
+/// The redb file, which the writer may close and open again after an I/O error. Readers take a clone of the `Arc`
+/// for the length of one read transaction.
+struct StoreFile {
+    /// `None` while the file is being (or could not be) opened again after a failure.
+    database: RwLock<Option<Arc<Database>>>,
+    path: PathBuf,
+}
+
+impl StoreFile {
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        self.database
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Storage("the store is reopening after a write error".into()))
+    }
+
+    /// Takes the database out, waits (briefly) for readers to finish with it, and closes it.
+    fn close_for_reopen(&self) {
+        let taken = self
+            .database
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some(mut database) = taken {
+            for _ in 0..500 {
+                match Arc::try_unwrap(database) {
+                    Ok(database) => {
+                        drop(database);
+                        return;
+                    }
+                    Err(shared) => {
+                        database = shared;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                }
+            }
+            tracing::error!("readers held the store for 5 s after a write error; it stays closed until they finish");
+        }
+    }
+
+    fn reopen(&self) -> Result<Arc<Database>, StoreError> {
+        let mut slot = self
+            .database
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(database) = slot.as_ref() {
+            return Ok(database.clone());
+        }
+        let database = Arc::new(Database::create(&self.path)?);
+        tracing::info!(path = %self.path.display(), "the store is open again after a write error");
+        *slot = Some(database.clone());
+        Ok(database)
+    }
+}
+
+fn fail_batch(batch: &mut Vec<Job>, error: &StoreError, stats: &StoreStats) {
+    stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+    let detail = match error {
+        StoreError::Storage(detail) => detail.clone(),
+        other => format!("{other:?}"),
+    };
+    tracing::error!(error = %detail, writes = batch.len(), "store commit failed; the writes were not acknowledged");
+    for job in batch.drain(..) {
+        let _ = job.reply.send(Err(StoreError::Storage(detail.clone())));
+    }
+}
+
+/// Applies every job in one transaction and commits once; then, and only then, answers them. Answers whether the
+/// commit succeeded.
+fn commit_batch(database: &Database, batch: &mut Vec<Job>, stats: &StoreStats) -> bool {
     let result = (|| -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
         let mut transaction = database.begin_write()?;
         transaction.set_durability(Durability::Immediate)?;
@@ -547,7 +840,10 @@ fn commit_batch(database: &Database, batch: &mut Vec<Job>, stats: &StoreStats) {
             outcomes.push(apply(&transaction, write));
         }
         // A storage error inside one job may have left the transaction half-written: give up on all of it.
-        if outcomes.iter().any(|outcome| matches!(outcome, Err(StoreError::Storage(_)))) {
+        if outcomes
+            .iter()
+            .any(|outcome| matches!(outcome, Err(StoreError::Storage(_))))
+        {
             let detail = outcomes
                 .iter()
                 .find_map(|outcome| match outcome {
@@ -563,40 +859,62 @@ fn commit_batch(database: &Database, batch: &mut Vec<Job>, stats: &StoreStats) {
     match result {
         Ok(outcomes) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
-            stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            stats
+                .writes
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
             for (job, outcome) in batch.drain(..).zip(outcomes) {
                 let _ = job.reply.send(outcome);
             }
+            true
         }
         Err(error) => {
-            stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-            let detail = match &error {
-                StoreError::Storage(detail) => detail.clone(),
-                other => format!("{other:?}"),
-            };
-            tracing::error!(error = %detail, writes = batch.len(), "store commit failed; the writes were not acknowledged");
-            for job in batch.drain(..) {
-                let _ = job.reply.send(Err(StoreError::Storage(detail.clone())));
-            }
+            fail_batch(batch, &error, stats);
+            false
         }
     }
 }
 
 fn apply(transaction: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
     match write {
-        Write::Speak { token_hash, content, client_id } => {
+        Write::Speak {
+            token_hash,
+            content,
+            client_id,
+        } => {
             let (conversation, created) = match conversation_for_token(transaction, &token_hash)? {
                 Some(conversation) => (conversation, false),
                 None => (new_conversation(transaction, &token_hash)?, true),
             };
-            append(transaction, conversation, Sender::Visitor, content, client_id, created)
+            append(
+                transaction,
+                conversation,
+                Sender::Visitor,
+                content,
+                client_id,
+                created,
+            )
         }
-        Write::Reply { conversation_id, content, client_id } => {
+        Write::Reply {
+            conversation_id,
+            content,
+            client_id,
+        } => {
             let conversation = load_conversation(transaction, conversation_id)?
                 .ok_or_else(|| StoreError::Rejected(ApiError::not_found("no such conversation")))?;
-            append(transaction, conversation, Sender::Admin, content, client_id, false)
+            append(
+                transaction,
+                conversation,
+                Sender::Admin,
+                content,
+                client_id,
+                false,
+            )
         }
-        Write::Identify { token_hash, name, email } => {
+        Write::Identify {
+            token_hash,
+            name,
+            email,
+        } => {
             let mut conversation = match conversation_for_token(transaction, &token_hash)? {
                 Some(conversation) => conversation,
                 None => new_conversation(transaction, &token_hash)?,
@@ -607,14 +925,23 @@ fn apply(transaction: &WriteTransaction, write: Write) -> Result<Outcome, StoreE
             save_conversation(transaction, &conversation)?;
             Ok(Outcome::Conversation(Some(Box::new(conversation))))
         }
-        Write::AdminRead { conversation_id, up_to } => update_conversation(transaction, conversation_id, |conversation| {
+        Write::AdminRead {
+            conversation_id,
+            up_to,
+        } => update_conversation(transaction, conversation_id, |conversation| {
             conversation.unread_count = 0;
             conversation.admin_read_up_to = conversation.admin_read_up_to.max(up_to);
         }),
-        Write::VisitorRead { conversation_id, up_to } => update_conversation(transaction, conversation_id, |conversation| {
+        Write::VisitorRead {
+            conversation_id,
+            up_to,
+        } => update_conversation(transaction, conversation_id, |conversation| {
             conversation.visitor_read_up_to = conversation.visitor_read_up_to.max(up_to);
         }),
-        Write::SetPage { conversation_id, page } => update_conversation(transaction, conversation_id, |conversation| {
+        Write::SetPage {
+            conversation_id,
+            page,
+        } => update_conversation(transaction, conversation_id, |conversation| {
             conversation.page = Some(page);
         }),
         Write::Delete { conversation_id } => {
@@ -635,13 +962,17 @@ fn apply(transaction: &WriteTransaction, write: Write) -> Result<Outcome, StoreE
             let mut client_ids = transaction.open_table(CLIENT_IDS)?;
             client_ids.retain_in((key, 0)..=(key, u128::MAX), |_, _| false)?;
             if let Some(hash) = conversation.token_hash() {
-                transaction.open_table(VISITOR_TOKENS)?.remove(hash.as_slice())?;
+                transaction
+                    .open_table(VISITOR_TOKENS)?
+                    .remove(hash.as_slice())?;
             }
             transaction.open_table(CONVERSATIONS)?.remove(key)?;
             Ok(Outcome::Conversation(Some(Box::new(conversation))))
         }
         Write::PutSession { hash, session } => {
-            transaction.open_table(SESSIONS)?.insert(hash.as_slice(), encode(&session).as_slice())?;
+            transaction
+                .open_table(SESSIONS)?
+                .insert(hash.as_slice(), encode(&session).as_slice())?;
             Ok(Outcome::Done)
         }
         Write::DeleteSession { hash } => {
@@ -651,20 +982,27 @@ fn apply(transaction: &WriteTransaction, write: Write) -> Result<Outcome, StoreE
         Write::DeleteSessionsOf { username } => {
             let now = timestamp::now_millis();
             transaction.open_table(SESSIONS)?.retain(|_, value| {
-                serde_json::from_slice::<Session>(value).is_ok_and(|session| session.username != username && session.expires_at > now)
+                serde_json::from_slice::<Session>(value)
+                    .is_ok_and(|session| session.username != username && session.expires_at > now)
             })?;
             Ok(Outcome::Done)
         }
         Write::PutMeta { key, value } => {
-            transaction.open_table(META)?.insert(key.as_str(), value.as_slice())?;
+            transaction
+                .open_table(META)?
+                .insert(key.as_str(), value.as_slice())?;
             Ok(Outcome::Done)
         }
         Write::PutPushSubscription { endpoint, json } => {
-            transaction.open_table(PUSH_SUBSCRIPTIONS)?.insert(endpoint.as_str(), json.as_slice())?;
+            transaction
+                .open_table(PUSH_SUBSCRIPTIONS)?
+                .insert(endpoint.as_str(), json.as_slice())?;
             Ok(Outcome::Done)
         }
         Write::DeletePushSubscription { endpoint } => {
-            transaction.open_table(PUSH_SUBSCRIPTIONS)?.remove(endpoint.as_str())?;
+            transaction
+                .open_table(PUSH_SUBSCRIPTIONS)?
+                .remove(endpoint.as_str())?;
             Ok(Outcome::Done)
         }
     }
@@ -681,9 +1019,21 @@ fn append(
     let key = conversation.id.as_u128();
     let mut client_ids = transaction.open_table(CLIENT_IDS)?;
     let mut messages = transaction.open_table(MESSAGES)?;
-    if let Some(existing) = client_ids.get((key, client_id.as_u128()))?.map(|value| value.value()) {
-        if let Some(message) = messages.get(existing)?.map(|value| decode::<Message>(value.value())).transpose()? {
-            return Ok(Outcome::Appended(Box::new(Appended { message, conversation, duplicate: true, created: false })));
+    if let Some(existing) = client_ids
+        .get((key, client_id.as_u128()))?
+        .map(|value| value.value())
+    {
+        if let Some(message) = messages
+            .get(existing)?
+            .map(|value| decode::<Message>(value.value()))
+            .transpose()?
+        {
+            return Ok(Outcome::Appended(Box::new(Appended {
+                message,
+                conversation,
+                duplicate: true,
+                created: false,
+            })));
         }
     }
     let id = next_message_id(transaction)?;
@@ -697,7 +1047,9 @@ fn append(
         client_id: Some(client_id),
     };
     messages.insert(id, encode(&message).as_slice())?;
-    transaction.open_table(CONVERSATION_MESSAGES)?.insert((key, id), ())?;
+    transaction
+        .open_table(CONVERSATION_MESSAGES)?
+        .insert((key, id), ())?;
     client_ids.insert((key, client_id.as_u128()), id)?;
     conversation.last_message_id = Some(id);
     conversation.updated_at = now;
@@ -710,29 +1062,48 @@ fn append(
         }
     }
     save_conversation(transaction, &conversation)?;
-    Ok(Outcome::Appended(Box::new(Appended { message, conversation, duplicate: false, created })))
+    Ok(Outcome::Appended(Box::new(Appended {
+        message,
+        conversation,
+        duplicate: false,
+        created,
+    })))
 }
 
 fn next_message_id(transaction: &WriteTransaction) -> Result<u64, StoreError> {
     let mut meta = transaction.open_table(META)?;
-    let id = meta.get(NEXT_MESSAGE_ID)?.map_or(1, |value| read_u64(value.value()));
+    let id = meta
+        .get(NEXT_MESSAGE_ID)?
+        .map_or(1, |value| read_u64(value.value()));
     meta.insert(NEXT_MESSAGE_ID, (id + 1).to_le_bytes().as_slice())?;
     Ok(id)
 }
 
-fn conversation_for_token(transaction: &WriteTransaction, token_hash: &TokenHash) -> Result<Option<Conversation>, StoreError> {
-    let id = transaction.open_table(VISITOR_TOKENS)?.get(token_hash.as_slice())?.map(|value| value.value());
+fn conversation_for_token(
+    transaction: &WriteTransaction,
+    token_hash: &TokenHash,
+) -> Result<Option<Conversation>, StoreError> {
+    let id = transaction
+        .open_table(VISITOR_TOKENS)?
+        .get(token_hash.as_slice())?
+        .map(|value| value.value());
     match id {
         Some(id) => load_conversation(transaction, Uuid::from_u128(id)),
         None => Ok(None),
     }
 }
 
-fn new_conversation(transaction: &WriteTransaction, token_hash: &TokenHash) -> Result<Conversation, StoreError> {
+fn new_conversation(
+    transaction: &WriteTransaction,
+    token_hash: &TokenHash,
+) -> Result<Conversation, StoreError> {
     let now = timestamp::now_millis();
     let conversation = Conversation {
         id: Uuid::new_v4(),
-        token_hash: token_hash.iter().map(|byte| format!("{byte:02x}")).collect(),
+        token_hash: token_hash
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect(),
         visitor_name: None,
         email: None,
         unread_count: 0,
@@ -743,19 +1114,29 @@ fn new_conversation(transaction: &WriteTransaction, token_hash: &TokenHash) -> R
         admin_read_up_to: 0,
         visitor_read_up_to: 0,
     };
-    transaction.open_table(VISITOR_TOKENS)?.insert(token_hash.as_slice(), conversation.id.as_u128())?;
+    transaction
+        .open_table(VISITOR_TOKENS)?
+        .insert(token_hash.as_slice(), conversation.id.as_u128())?;
     save_conversation(transaction, &conversation)?;
     Ok(conversation)
 }
 
-fn load_conversation(transaction: &WriteTransaction, id: Uuid) -> Result<Option<Conversation>, StoreError> {
+fn load_conversation(
+    transaction: &WriteTransaction,
+    id: Uuid,
+) -> Result<Option<Conversation>, StoreError> {
     let table = transaction.open_table(CONVERSATIONS)?;
     let value = table.get(id.as_u128())?;
     value.map(|value| decode(value.value())).transpose()
 }
 
-fn save_conversation(transaction: &WriteTransaction, conversation: &Conversation) -> Result<(), StoreError> {
-    transaction.open_table(CONVERSATIONS)?.insert(conversation.id.as_u128(), encode(conversation).as_slice())?;
+fn save_conversation(
+    transaction: &WriteTransaction,
+    conversation: &Conversation,
+) -> Result<(), StoreError> {
+    transaction
+        .open_table(CONVERSATIONS)?
+        .insert(conversation.id.as_u128(), encode(conversation).as_slice())?;
     Ok(())
 }
 
@@ -776,8 +1157,34 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records always serialize")
 }
 
+/// What `Store::snapshot_to` copied.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotSummary {
+    pub messages: u64,
+    pub tables: usize,
+}
+
+/// Copies one table row by row; answers its name and how many rows it held.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    source: &ReadTransaction,
+    target: &WriteTransaction,
+    definition: TableDefinition<K, V>,
+) -> Result<(String, u64), StoreError> {
+    use redb::TableHandle;
+    let from = source.open_table(definition)?;
+    let mut to = target.open_table(definition)?;
+    let mut rows = 0;
+    for entry in from.iter()? {
+        let (key, value) = entry?;
+        to.insert(key.value(), value.value())?;
+        rows += 1;
+    }
+    Ok((definition.name().to_string(), rows))
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Storage(format!("a stored record does not decode: {error}")))
+    serde_json::from_slice(bytes)
+        .map_err(|error| StoreError::Storage(format!("a stored record does not decode: {error}")))
 }
 
 fn read_u64(bytes: &[u8]) -> u64 {
@@ -823,7 +1230,9 @@ mod tests {
         assert!(!other.duplicate);
         assert!(other.message.id > first.message.id);
         assert_ne!(other.message.conversation_id, first.message.conversation_id);
-        let page = store.conversation_messages(first.message.conversation_id, None, None, 10).unwrap();
+        let page = store
+            .conversation_messages(first.message.conversation_id, None, None, 10)
+            .unwrap();
         assert_eq!(page.messages.len(), 1);
         store.close().await;
     }
@@ -834,7 +1243,11 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let writes = (0..200).map(|index| {
             let store = store.clone();
-            tokio::spawn(async move { store.speak(hash_token(&format!("v{index}")), "x".into(), Uuid::new_v4()).await })
+            tokio::spawn(async move {
+                store
+                    .speak(hash_token(&format!("v{index}")), "x".into(), Uuid::new_v4())
+                    .await
+            })
         });
         let mut ids = std::collections::BTreeSet::new();
         for write in writes {
@@ -853,17 +1266,36 @@ mod tests {
         let token = hash_token("t");
         let mut ids = Vec::new();
         for index in 0..5 {
-            ids.push(store.speak(token, format!("m{index}"), Uuid::new_v4()).await.unwrap().message.id);
+            ids.push(
+                store
+                    .speak(token, format!("m{index}"), Uuid::new_v4())
+                    .await
+                    .unwrap()
+                    .message
+                    .id,
+            );
         }
         let conversation = store.conversation_of_token(&token).unwrap().unwrap();
-        let latest = store.conversation_messages(conversation.id, None, Some(u64::MAX), 2).unwrap();
-        assert_eq!(latest.messages.iter().map(|m| m.id).collect::<Vec<_>>(), ids[3..]);
+        let latest = store
+            .conversation_messages(conversation.id, None, Some(u64::MAX), 2)
+            .unwrap();
+        assert_eq!(
+            latest.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            ids[3..]
+        );
         assert!(latest.more);
-        let older = store.conversation_messages(conversation.id, None, Some(ids[3]), 10).unwrap();
+        let older = store
+            .conversation_messages(conversation.id, None, Some(ids[3]), 10)
+            .unwrap();
         assert_eq!(older.messages.len(), 3);
         assert!(!older.more);
-        let after = store.conversation_messages(conversation.id, Some(ids[1]), None, 10).unwrap();
-        assert_eq!(after.messages.iter().map(|m| m.id).collect::<Vec<_>>(), ids[2..]);
+        let after = store
+            .conversation_messages(conversation.id, Some(ids[1]), None, 10)
+            .unwrap();
+        assert_eq!(
+            after.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            ids[2..]
+        );
         let deleted = store.delete_conversation(conversation.id).await.unwrap();
         assert!(deleted.is_some());
         assert!(store.conversation_of_token(&token).unwrap().is_none());

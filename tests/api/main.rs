@@ -6,3 +6,4 @@ mod helpers;
 mod abuse;
 mod access;
 mod chat;
+mod faults;
