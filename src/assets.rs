@@ -60,13 +60,19 @@ impl Assets {
         .to_string();
         let mut files = HashMap::new();
         for path in Web::iter() {
-            let Some(file) = Web::get(&path) else { continue };
+            let Some(file) = Web::get(&path) else {
+                continue;
+            };
             let mut body = file.data.into_owned();
             if path == "widget.js" {
-                body = String::from_utf8_lossy(&body).replacen(CONFIG_PLACEHOLDER, &widget_config, 1).into_bytes();
+                body = String::from_utf8_lossy(&body)
+                    .replacen(CONFIG_PLACEHOLDER, &widget_config, 1)
+                    .into_bytes();
             }
             let content_type = content_type(&path);
-            let gzip = compressible(content_type).then(|| gzip(&body)).filter(|zipped| zipped.len() < body.len());
+            let gzip = compressible(content_type)
+                .then(|| gzip(&body))
+                .filter(|zipped| zipped.len() < body.len());
             let digest = ring::digest::digest(&ring::digest::SHA256, &body);
             let etag = format!("\"{}\"", crate::auth::base64url(&digest.as_ref()[..16]));
             let cache = if path.ends_with(".html") || path.ends_with("sw.js") {
@@ -92,11 +98,18 @@ impl Assets {
 
     /// The gzipped size of a file, for the benchmark report.
     pub fn gzipped_len(&self, path: &str) -> Option<usize> {
-        self.files.get(path).map(|asset| asset.gzip.as_ref().map_or(asset.body.len(), Bytes::len))
+        self.files
+            .get(path)
+            .map(|asset| asset.gzip.as_ref().map_or(asset.body.len(), Bytes::len))
     }
 
     /// Answers a GET or HEAD for `path`, or `None` when there is no such file.
-    pub fn serve(&self, path: &str, request_headers: &HeaderMap, head: bool) -> Option<Response<Body>> {
+    pub fn serve(
+        &self,
+        path: &str,
+        request_headers: &HeaderMap,
+        head: bool,
+    ) -> Option<Response<Body>> {
         let key = match path {
             "/" => "index.html",
             "/admin/" => "admin/index.html",
@@ -126,14 +139,26 @@ impl Assets {
         let not_modified = request_headers
             .get(header::IF_NONE_MATCH)
             .and_then(|value| value.to_str().ok())
-            .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == asset.etag || tag.trim() == "*"));
+            .is_some_and(|tags| {
+                tags.split(',')
+                    .any(|tag| tag.trim() == asset.etag || tag.trim() == "*")
+            });
         if not_modified {
-            return Some(response.status(StatusCode::NOT_MODIFIED).body(Body::default()).expect("valid headers"));
+            return Some(
+                response
+                    .status(StatusCode::NOT_MODIFIED)
+                    .body(Body::default())
+                    .expect("valid headers"),
+            );
         }
         let accepts_gzip = request_headers
             .get(header::ACCEPT_ENCODING)
             .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.split(',').any(|coding| coding.trim().starts_with("gzip")));
+            .is_some_and(|value| {
+                value
+                    .split(',')
+                    .any(|coding| coding.trim().starts_with("gzip"))
+            });
         let body = match (&asset.gzip, accepts_gzip) {
             (Some(zipped), true) => {
                 response = response.header(header::CONTENT_ENCODING, "gzip");
@@ -142,8 +167,17 @@ impl Assets {
             _ => asset.body.clone(),
         };
         response = response.header(header::CONTENT_LENGTH, body.len());
-        let body = if head { Body::default() } else { Body::new(body) };
-        Some(response.status(StatusCode::OK).body(body).expect("valid headers"))
+        let body = if head {
+            Body::default()
+        } else {
+            Body::new(body)
+        };
+        Some(
+            response
+                .status(StatusCode::OK)
+                .body(body)
+                .expect("valid headers"),
+        )
     }
 }
 
@@ -164,12 +198,16 @@ fn content_type(path: &str) -> &'static str {
 }
 
 fn compressible(content_type: &str) -> bool {
-    content_type.starts_with("text/") || content_type.contains("json") || content_type.contains("svg")
+    content_type.starts_with("text/")
+        || content_type.contains("json")
+        || content_type.contains("svg")
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::with_capacity(bytes.len() / 3), Compression::best());
-    encoder.write_all(bytes).expect("writing to a Vec cannot fail");
+    encoder
+        .write_all(bytes)
+        .expect("writing to a Vec cannot fail");
     encoder.finish().expect("writing to a Vec cannot fail")
 }
 
@@ -180,8 +218,19 @@ mod tests {
     #[test]
     fn traversal_in_any_encoding_finds_nothing() {
         let assets = Assets::new(&Config::default(), "http://127.0.0.1:3100");
-        for path in ["/../Cargo.toml", "/..%2fCargo.toml", "/%2e%2e/Cargo.toml", "/admin/../../src/main.rs", "//etc/passwd", "/..\\Cargo.toml", "/admin/%2e%2e%2f%2e%2e%2fCargo.toml"] {
-            assert!(assets.serve(path, &HeaderMap::new(), false).is_none(), "{path}");
+        for path in [
+            "/../Cargo.toml",
+            "/..%2fCargo.toml",
+            "/%2e%2e/Cargo.toml",
+            "/admin/../../src/main.rs",
+            "//etc/passwd",
+            "/..\\Cargo.toml",
+            "/admin/%2e%2e%2f%2e%2e%2fCargo.toml",
+        ] {
+            assert!(
+                assets.serve(path, &HeaderMap::new(), false).is_none(),
+                "{path}"
+            );
         }
     }
 
@@ -189,11 +238,19 @@ mod tests {
     fn widget_gets_its_config_and_an_etag_revalidates() {
         let assets = Assets::new(&Config::default(), "https://chat.example.com");
         let mut headers = HeaderMap::new();
-        let response = assets.serve("/widget.js", &headers, false).expect("widget.js is embedded");
+        let response = assets
+            .serve("/widget.js", &headers, false)
+            .expect("widget.js is embedded");
         assert_eq!(response.status(), StatusCode::OK);
         let etag = response.headers()[header::ETAG].clone();
         headers.insert(header::IF_NONE_MATCH, etag);
-        assert_eq!(assets.serve("/widget.js", &headers, false).unwrap().status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(
+            assets
+                .serve("/widget.js", &headers, false)
+                .unwrap()
+                .status(),
+            StatusCode::NOT_MODIFIED
+        );
         let widget = &assets.files["widget.js"].body;
         let text = std::str::from_utf8(widget).unwrap();
         assert!(text.contains("https://chat.example.com"));

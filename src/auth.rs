@@ -28,7 +28,9 @@ const MAX_PASSWORD_BYTES: usize = 1024;
 /// 32 random bytes, base64url without padding: a visitor-proof secret for cookies and generated passwords.
 pub fn random_token(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
-    SystemRandom::new().fill(&mut buffer).expect("the system random source works");
+    SystemRandom::new()
+        .fill(&mut buffer)
+        .expect("the system random source works");
     base64url(&buffer)
 }
 
@@ -41,7 +43,9 @@ pub fn base64url(bytes: &[u8]) -> String {
             | u32::from(*chunk.get(2).unwrap_or(&0));
         let symbols = chunk.len() + 1;
         for index in 0..symbols {
-            text.push(char::from(ALPHABET[(value >> (18 - 6 * index) & 63) as usize]));
+            text.push(char::from(
+                ALPHABET[(value >> (18 - 6 * index) & 63) as usize],
+            ));
         }
     }
     text
@@ -50,14 +54,22 @@ pub fn base64url(bytes: &[u8]) -> String {
 /// Hashes a password with argon2id and a random salt (argon2's defaults: 19 MiB, 2 passes, the OWASP baseline).
 pub fn hash_password(password: &str) -> String {
     let mut salt = [0u8; 16];
-    SystemRandom::new().fill(&mut salt).expect("the system random source works");
+    SystemRandom::new()
+        .fill(&mut salt)
+        .expect("the system random source works");
     let salt = SaltString::encode_b64(&salt).expect("16 bytes make a salt");
-    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 hashes any password").to_string()
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hashes any password")
+        .to_string()
 }
 
 fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 /// Where the admin password came from, for the start-up message.
@@ -91,14 +103,18 @@ impl Auth {
     ) -> anyhow::Result<(Auth, PasswordSource)> {
         let (password_hash, source) = if !config.password_hash.is_empty() {
             (config.password_hash.clone(), PasswordSource::Config)
-        } else if let Some(password) = environment_password.filter(|password| !password.is_empty()) {
+        } else if let Some(password) = environment_password.filter(|password| !password.is_empty())
+        {
             (hash_password(password), PasswordSource::Environment)
         } else if let Some(stored) = store.meta(GENERATED_HASH_KEY).map_err(store_error)? {
             (String::from_utf8(stored)?, PasswordSource::Stored)
         } else {
             let password = random_token(15);
             let hash = hash_password(&password);
-            store.put_meta(GENERATED_HASH_KEY, hash.clone().into_bytes()).await.map_err(store_error)?;
+            store
+                .put_meta(GENERATED_HASH_KEY, hash.clone().into_bytes())
+                .await
+                .map_err(store_error)?;
             (hash, PasswordSource::Generated(password))
         };
         PasswordHash::new(&password_hash).map_err(|error| {
@@ -119,7 +135,13 @@ impl Auth {
     }
 
     /// Checks a login; on success answers a new session token (to put in the cookie).
-    pub async fn login(&self, store: &Store, ip: IpAddr, username: &str, password: &str) -> Result<String, LoginError> {
+    pub async fn login(
+        &self,
+        store: &Store,
+        ip: IpAddr,
+        username: &str,
+        password: &str,
+    ) -> Result<String, LoginError> {
         if let Err(wait) = self.failures.check(&ip) {
             return Err(LoginError::Throttled(wait));
         }
@@ -128,7 +150,11 @@ impl Auth {
             return Err(LoginError::Wrong);
         }
         let right_user = constant_time_eq(username.as_bytes(), self.username.as_bytes());
-        let hash = if right_user { self.password_hash.clone() } else { self.decoy_hash.clone() };
+        let hash = if right_user {
+            self.password_hash.clone()
+        } else {
+            self.decoy_hash.clone()
+        };
         let password = password.to_string();
         let verified = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
             .await
@@ -141,17 +167,29 @@ impl Auth {
         let token = random_token(32);
         let now = timestamp::now_millis();
         let lifetime = i64::try_from(self.session_lifetime.as_millis()).unwrap_or(i64::MAX);
-        let session = Session { username: self.username.clone(), created_at: now, expires_at: now.saturating_add(lifetime) };
-        store.put_session(hash_token(&token), session).await.map_err(LoginError::Store)?;
+        let session = Session {
+            username: self.username.clone(),
+            created_at: now,
+            expires_at: now.saturating_add(lifetime),
+        };
+        store
+            .put_session(hash_token(&token), session)
+            .await
+            .map_err(LoginError::Store)?;
         Ok(token)
     }
 
     /// The live session a cookie header names, if any.
-    pub fn session(&self, store: &Store, cookie_header: Option<&str>) -> Option<(TokenHash, Session)> {
+    pub fn session(
+        &self,
+        store: &Store,
+        cookie_header: Option<&str>,
+    ) -> Option<(TokenHash, Session)> {
         let token = session_cookie(cookie_header?)?;
         let hash = hash_token(token);
         let session = store.session(&hash).ok()??;
-        (session.expires_at > timestamp::now_millis() && session.username == self.username).then_some((hash, session))
+        (session.expires_at > timestamp::now_millis() && session.username == self.username)
+            .then_some((hash, session))
     }
 }
 
@@ -166,9 +204,10 @@ impl From<LoginError> for ApiError {
     fn from(error: LoginError) -> ApiError {
         match error {
             LoginError::Wrong => ApiError::wrong_credentials(),
-            LoginError::Throttled(wait) => {
-                ApiError::throttled(format!("too many failed logins; try again in {} seconds", wait.as_secs().max(1)))
-            }
+            LoginError::Throttled(wait) => ApiError::throttled(format!(
+                "too many failed logins; try again in {} seconds",
+                wait.as_secs().max(1)
+            )),
             LoginError::Store(error) => error.into(),
         }
     }
@@ -191,7 +230,10 @@ pub fn session_cookie(header: &str) -> Option<&str> {
 /// The `Set-Cookie` value for a new session.
 pub fn session_cookie_header(token: &str, lifetime: Duration, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{SESSION_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}", lifetime.as_secs())
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+        lifetime.as_secs()
+    )
 }
 
 /// The `Set-Cookie` value that removes the cookie.
@@ -201,7 +243,11 @@ pub fn clear_cookie_header(secure: bool) -> String {
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |difference, (x, y)| difference | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .fold(0u8, |difference, (x, y)| difference | (x ^ y))
+            == 0
 }
 
 #[cfg(test)]
@@ -215,7 +261,10 @@ mod tests {
         assert_eq!(session_cookie("xnatter_session=abc"), None);
         assert_eq!(session_cookie("natter_session="), None);
         assert_eq!(session_cookie(";;;=;natter_session=\"q\""), Some("q"));
-        assert_eq!(session_cookie(&format!("natter_session={}", "a".repeat(500))), None);
+        assert_eq!(
+            session_cookie(&format!("natter_session={}", "a".repeat(500))),
+            None
+        );
     }
 
     #[test]

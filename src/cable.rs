@@ -69,34 +69,55 @@ enum Caller {
 }
 
 /// Checks a `/cable` request and upgrades it, or answers why not.
-pub fn upgrade(app: &Arc<App>, request: &mut http::Request<hyper::body::Incoming>, ip: IpAddr) -> Result<Response<Body>, ApiError> {
+pub fn upgrade(
+    app: &Arc<App>,
+    request: &mut http::Request<hyper::body::Incoming>,
+    ip: IpAddr,
+) -> Result<Response<Body>, ApiError> {
     if !fastwebsockets::upgrade::is_upgrade_request(request) {
-        return Err(ApiError::bad_request("this is a WebSocket endpoint: connect with the ActionCable client"));
+        return Err(ApiError::bad_request(
+            "this is a WebSocket endpoint: connect with the ActionCable client",
+        ));
     }
     let headers = request.headers();
     let origin = headers
         .get(http::header::ORIGIN)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| Origin::parse(value).ok())
-        .ok_or_else(|| ApiError::forbidden("a WebSocket needs an Origin header of an allowed site"))?;
+        .ok_or_else(|| {
+            ApiError::forbidden("a WebSocket needs an Origin header of an allowed site")
+        })?;
     let token = request.uri().query().and_then(|query| {
-        query.split('&').filter_map(|pair| pair.split_once('=')).find(|(name, _)| *name == "token").map(|(_, value)| value)
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(name, _)| *name == "token")
+            .map(|(_, value)| value)
     });
     let caller = match token {
         Some(token) => {
             if !app.is_widget_origin(&origin) {
-                return Err(ApiError::forbidden(format!("{origin} is not in widget.allowed_origins")));
+                return Err(ApiError::forbidden(format!(
+                    "{origin} is not in widget.allowed_origins"
+                )));
             }
             match Uuid::parse_str(token) {
-                Ok(uuid) => Caller::Visitor(Identity::Visitor(hash_token(&uuid.hyphenated().to_string()))),
+                Ok(uuid) => Caller::Visitor(Identity::Visitor(hash_token(
+                    &uuid.hyphenated().to_string(),
+                ))),
                 Err(_) => Caller::Unauthorized,
             }
         }
         None => {
             if !app.is_own_origin(&origin) {
-                return Err(ApiError::forbidden(format!("the admin socket is only for {}", app.public_origin)));
+                return Err(ApiError::forbidden(format!(
+                    "the admin socket is only for {}",
+                    app.public_origin
+                )));
             }
-            let cookie = headers.get(http::header::COOKIE).and_then(|value| value.to_str().ok());
+            let cookie = headers
+                .get(http::header::COOKIE)
+                .and_then(|value| value.to_str().ok());
             match app.auth.session(&app.store, cookie) {
                 Some((session_hash, _)) => Caller::Admin(Identity::Admin(session_hash)),
                 None => Caller::Unauthorized,
@@ -104,26 +125,50 @@ pub fn upgrade(app: &Arc<App>, request: &mut http::Request<hyper::body::Incoming
         }
     };
     let offered = offered_subprotocols(headers);
-    if offered.as_ref().is_some_and(|offered| !offered.iter().any(|protocol| protocol == SUBPROTOCOL)) {
-        return Err(ApiError::bad_request(format!("this socket speaks the {SUBPROTOCOL} subprotocol")));
+    if offered
+        .as_ref()
+        .is_some_and(|offered| !offered.iter().any(|protocol| protocol == SUBPROTOCOL))
+    {
+        return Err(ApiError::bad_request(format!(
+            "this socket speaks the {SUBPROTOCOL} subprotocol"
+        )));
     }
     let limits = &app.config.limits;
-    let open = app.hub.open_visitor_sockets.load(Ordering::Relaxed) + app.hub.open_admin_sockets.load(Ordering::Relaxed);
+    let open = app.hub.open_visitor_sockets.load(Ordering::Relaxed)
+        + app.hub.open_admin_sockets.load(Ordering::Relaxed);
     // The owner is never locked out by visitors: admin sockets skip the total limit.
     if matches!(caller, Caller::Visitor(_)) && open >= limits.max_connections {
-        app.counters.refused_connections.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError::unavailable("natter holds as many connections as it is allowed; try again later"));
+        app.counters
+            .refused_connections
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::unavailable(
+            "natter holds as many connections as it is allowed; try again later",
+        ));
     }
-    let slot = app.throttles.connections.acquire(ip, limits.max_connections_per_ip).ok_or_else(|| {
-        app.counters.refused_connections.fetch_add(1, Ordering::Relaxed);
-        ApiError::throttled("too many connections from your address")
-    })?;
+    let slot = app
+        .throttles
+        .connections
+        .acquire(ip, limits.max_connections_per_ip)
+        .ok_or_else(|| {
+            app.counters
+                .refused_connections
+                .fetch_add(1, Ordering::Relaxed);
+            ApiError::throttled("too many connections from your address")
+        })?;
     if let Caller::Visitor(Identity::Visitor(token_hash)) = &caller {
-        let known = app.store.conversation_of_token(token_hash).ok().flatten().is_some();
+        let known = app
+            .store
+            .conversation_of_token(token_hash)
+            .ok()
+            .flatten()
+            .is_some();
         if !known {
             if let Err(wait) = app.throttles.unknown_tokens.take(&ip) {
                 app.counters.throttled.fetch_add(1, Ordering::Relaxed);
-                return Err(ApiError::throttled(format!("too many new visitors from your address; try again in {} seconds", wait.as_secs().max(1))));
+                return Err(ApiError::throttled(format!(
+                    "too many new visitors from your address; try again in {} seconds",
+                    wait.as_secs().max(1)
+                )));
             }
         }
     }
@@ -138,7 +183,10 @@ pub fn upgrade(app: &Arc<App>, request: &mut http::Request<hyper::body::Incoming
     });
     let (mut parts, _) = response.into_parts();
     if offered.is_some() {
-        parts.headers.insert("sec-websocket-protocol", http::HeaderValue::from_static(SUBPROTOCOL));
+        parts.headers.insert(
+            "sec-websocket-protocol",
+            http::HeaderValue::from_static(SUBPROTOCOL),
+        );
     }
     Ok(Response::from_parts(parts, Body::default()))
 }
@@ -171,11 +219,21 @@ impl Drop for OpenSocket<'_> {
     }
 }
 
-async fn serve(app: Arc<App>, socket: fastwebsockets::WebSocket<TokioIo<Upgraded>>, caller: Caller, ip: IpAddr, _slot: ConnectionSlot) {
+async fn serve(
+    app: Arc<App>,
+    socket: fastwebsockets::WebSocket<TokioIo<Upgraded>>,
+    caller: Caller,
+    ip: IpAddr,
+    _slot: ConnectionSlot,
+) {
     // Split by hand rather than with `WebSocket::split`, so the read half stays ours after the reader is done with
     // it: see `linger`.
     let (mut read_stream, write_stream) = tokio::io::split(socket.into_inner());
-    let (mut reader, writer) = fastwebsockets::after_handshake_split(&mut read_stream, write_stream, fastwebsockets::Role::Server);
+    let (mut reader, writer) = fastwebsockets::after_handshake_split(
+        &mut read_stream,
+        write_stream,
+        fastwebsockets::Role::Server,
+    );
     reader.set_max_message_size(MAX_MESSAGE_BYTES);
     reader.set_auto_close(true);
     reader.set_auto_pong(true);
@@ -184,17 +242,36 @@ async fn serve(app: Arc<App>, socket: fastwebsockets::WebSocket<TokioIo<Upgraded
         Caller::Admin(identity) => (identity, ADMIN_QUEUE, &app.hub.open_admin_sockets),
         Caller::Unauthorized => {
             let (queue, outbox) = mpsc::channel(1);
-            let _ = queue.try_send(Outbound::Close { code: 1008, reason: "unauthorized", reconnect: false });
-            write_loop(writer, outbox, Arc::new(Notify::new()), app.shutdown.clone()).await;
+            let _ = queue.try_send(Outbound::Close {
+                code: 1008,
+                reason: "unauthorized",
+                reconnect: false,
+            });
+            write_loop(
+                writer,
+                outbox,
+                Arc::new(Notify::new()),
+                app.shutdown.clone(),
+            )
+            .await;
             return;
         }
     };
     let _open = OpenSocket::new(counter);
     let (queue, outbox) = mpsc::channel(capacity);
     let kick = Arc::new(Notify::new());
-    let outlet = Outlet { id: app.hub.next_connection_id(), queue: queue.clone(), kick: kick.clone() };
+    let outlet = Outlet {
+        id: app.hub.next_connection_id(),
+        queue: queue.clone(),
+        kick: kick.clone(),
+    };
     let _ = queue.try_send(Outbound::Frame(protocol::welcome()));
-    let mut writer = tokio::spawn(write_loop(writer, outbox, kick.clone(), app.shutdown.clone()));
+    let mut writer = tokio::spawn(write_loop(
+        writer,
+        outbox,
+        kick.clone(),
+        app.shutdown.clone(),
+    ));
     let mut connection = Connection::new(app.clone(), identity, outlet, ip);
     let ended_by_reader = tokio::select! {
         end = read_loop(&mut reader, &mut connection, &queue) => Some(end),
@@ -204,7 +281,14 @@ async fn serve(app: Arc<App>, socket: fastwebsockets::WebSocket<TokioIo<Upgraded
     connection.leave();
     if let Some(end) = ended_by_reader {
         if let Some((code, reason)) = end {
-            if queue.try_send(Outbound::Close { code, reason, reconnect: code != 1008 }).is_err() {
+            if queue
+                .try_send(Outbound::Close {
+                    code,
+                    reason,
+                    reconnect: code != 1008,
+                })
+                .is_err()
+            {
                 kick.notify_one();
             }
         }
@@ -212,7 +296,10 @@ async fn serve(app: Arc<App>, socket: fastwebsockets::WebSocket<TokioIo<Upgraded
         drop(connection);
         // The writer sends what is queued and the close frame; a peer that takes nothing is cut off by its timeout.
         let closing = async {
-            if tokio::time::timeout(WRITE_TIMEOUT * 2, &mut writer).await.is_err() {
+            if tokio::time::timeout(WRITE_TIMEOUT * 2, &mut writer)
+                .await
+                .is_err()
+            {
                 writer.abort();
             }
         };
@@ -239,14 +326,23 @@ async fn linger(read_stream: &mut ReadHalf<TokioIo<Upgraded>>) {
 }
 
 /// Reads frames until the client leaves or breaks the protocol; answers the close code to send, if any.
-async fn read_loop(reader: &mut Reader<'_>, connection: &mut Connection, queue: &mpsc::Sender<Outbound>) -> Option<(u16, &'static str)> {
+async fn read_loop(
+    reader: &mut Reader<'_>,
+    connection: &mut Connection,
+    queue: &mpsc::Sender<Outbound>,
+) -> Option<(u16, &'static str)> {
     // Frames of a fragmented message, joined here (not by fastwebsockets' collector, which has no size limit).
     let mut fragments: Vec<u8> = Vec::new();
     let mut fragmented = false;
     let mut obliged = |frame: Frame<'_>| {
         let queue = queue.clone();
         let control = Outbound::Control(frame.opcode, frame.payload.to_vec());
-        async move { queue.send(control).await.map_err(|_| "the socket is closing") }
+        async move {
+            queue
+                .send(control)
+                .await
+                .map_err(|_| "the socket is closing")
+        }
     };
     loop {
         let read = if connection.is_subscribed() {
@@ -298,22 +394,34 @@ fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
     match error {
         WebSocketError::FrameTooLarge => Some((1009, "message_too_big")),
         WebSocketError::InvalidUTF8 => Some((1007, "invalid_utf8")),
-        WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed | WebSocketError::IoError(_) => None,
+        WebSocketError::UnexpectedEOF
+        | WebSocketError::ConnectionClosed
+        | WebSocketError::IoError(_) => None,
         _ => Some((1002, "protocol_error")),
     }
 }
 
 /// Owns the write half: sends queued frames, events (wrapped with this socket's identifiers), and pings, until told
 /// to close, kicked, shut down, or the peer stops taking frames.
-async fn write_loop(mut writer: Writer, mut outbox: mpsc::Receiver<Outbound>, kick: Arc<Notify>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+async fn write_loop(
+    mut writer: Writer,
+    mut outbox: mpsc::Receiver<Outbound>,
+    kick: Arc<Notify>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut visitor_identifier: Option<Arc<str>> = None;
     let mut admin_identifier: Option<Arc<str>> = None;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutting_down = *shutdown.borrow();
     loop {
         let outbound = if shutting_down {
-            Outbound::Close { code: 1012, reason: "server_restart", reconnect: true }
+            Outbound::Close {
+                code: 1012,
+                reason: "server_restart",
+                reconnect: true,
+            }
         } else {
             tokio::select! {
                 biased;
@@ -336,8 +444,15 @@ async fn write_loop(mut writer: Writer, mut outbox: mpsc::Receiver<Outbound>, ki
                     Channel::Visitor => &visitor_identifier,
                     Channel::Admin => &admin_identifier,
                 };
-                let Some(identifier) = identifier else { continue };
-                (Frame::text(Payload::Owned(protocol::channel_message(identifier, &event).into_bytes())), false)
+                let Some(identifier) = identifier else {
+                    continue;
+                };
+                (
+                    Frame::text(Payload::Owned(
+                        protocol::channel_message(identifier, &event).into_bytes(),
+                    )),
+                    false,
+                )
             }
             Outbound::Subscribed(channel, identifier) => {
                 match channel {
@@ -353,9 +468,18 @@ async fn write_loop(mut writer: Writer, mut outbox: mpsc::Receiver<Outbound>, ki
                 }
                 continue;
             }
-            Outbound::Control(opcode, payload) => (Frame::new(true, opcode, None, Payload::Owned(payload)), opcode == OpCode::Close),
-            Outbound::Close { code, reason, reconnect } => {
-                let goodbye = Frame::text(Payload::Owned(protocol::disconnect(reason, reconnect).into_bytes()));
+            Outbound::Control(opcode, payload) => (
+                Frame::new(true, opcode, None, Payload::Owned(payload)),
+                opcode == OpCode::Close,
+            ),
+            Outbound::Close {
+                code,
+                reason,
+                reconnect,
+            } => {
+                let goodbye = Frame::text(Payload::Owned(
+                    protocol::disconnect(reason, reconnect).into_bytes(),
+                ));
                 if write(&mut writer, goodbye).await.is_ok() {
                     let _ = write(&mut writer, Frame::close(code, reason.as_bytes())).await;
                 }
@@ -387,16 +511,33 @@ mod tests {
     #[test]
     fn subprotocol_offers_are_split_and_trimmed() {
         let mut headers = HeaderMap::new();
-        headers.insert("sec-websocket-protocol", "actioncable-v1-json, actioncable-unsupported".parse().unwrap());
-        assert_eq!(offered_subprotocols(&headers).unwrap(), vec!["actioncable-v1-json", "actioncable-unsupported"]);
+        headers.insert(
+            "sec-websocket-protocol",
+            "actioncable-v1-json, actioncable-unsupported"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            offered_subprotocols(&headers).unwrap(),
+            vec!["actioncable-v1-json", "actioncable-unsupported"]
+        );
         assert!(offered_subprotocols(&HeaderMap::new()).is_none());
     }
 
     #[test]
     fn close_codes_match_the_failure() {
-        assert_eq!(close_for(&WebSocketError::FrameTooLarge), Some((1009, "message_too_big")));
-        assert_eq!(close_for(&WebSocketError::InvalidUTF8), Some((1007, "invalid_utf8")));
+        assert_eq!(
+            close_for(&WebSocketError::FrameTooLarge),
+            Some((1009, "message_too_big"))
+        );
+        assert_eq!(
+            close_for(&WebSocketError::InvalidUTF8),
+            Some((1007, "invalid_utf8"))
+        );
         assert_eq!(close_for(&WebSocketError::UnexpectedEOF), None);
-        assert_eq!(close_for(&WebSocketError::ReservedBitsNotZero), Some((1002, "protocol_error")));
+        assert_eq!(
+            close_for(&WebSocketError::ReservedBitsNotZero),
+            Some((1002, "protocol_error"))
+        );
     }
 }

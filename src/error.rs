@@ -15,7 +15,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(code: &'static str, status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, status, message: message.into() }
+        ApiError {
+            code,
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -35,7 +39,11 @@ impl ApiError {
     }
 
     pub fn wrong_credentials() -> ApiError {
-        ApiError::new("wrong_credentials", StatusCode::UNAUTHORIZED, "wrong username or password")
+        ApiError::new(
+            "wrong_credentials",
+            StatusCode::UNAUTHORIZED,
+            "wrong username or password",
+        )
     }
 
     pub fn forbidden(message: impl Into<String>) -> ApiError {
@@ -47,11 +55,19 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> ApiError {
-        ApiError::new("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
+        ApiError::new(
+            "method_not_allowed",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this route does not take that method",
+        )
     }
 
     pub fn unsupported_media_type() -> ApiError {
-        ApiError::new("unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE, "send JSON with Content-Type: application/json")
+        ApiError::new(
+            "unsupported_media_type",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send JSON with Content-Type: application/json",
+        )
     }
 
     pub fn throttled(message: impl Into<String>) -> ApiError {
@@ -65,11 +81,19 @@ impl ApiError {
     /// A storage failure: the client is told the message was not saved (so it keeps it and retries); the detail goes
     /// to the log, not to the client.
     pub fn storage() -> ApiError {
-        ApiError::new("storage", StatusCode::SERVICE_UNAVAILABLE, "the message could not be saved; it will be retried")
+        ApiError::new(
+            "storage",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the message could not be saved; it will be retried",
+        )
     }
 
     pub fn internal() -> ApiError {
-        ApiError::new("internal", StatusCode::INTERNAL_SERVER_ERROR, "something went wrong on the server")
+        ApiError::new(
+            "internal",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "something went wrong on the server",
+        )
     }
 
     /// The JSON body, as the REST API and the socket's `error` event both carry it.

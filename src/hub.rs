@@ -41,7 +41,11 @@ pub enum Outbound {
     /// A control frame the protocol obliges us to send (pong, close echo).
     Control(fastwebsockets::OpCode, Vec<u8>),
     /// Close the socket with this code and reason, after sending a `disconnect` message when `disconnect` is set.
-    Close { code: u16, reason: &'static str, reconnect: bool },
+    Close {
+        code: u16,
+        reason: &'static str,
+        reconnect: bool,
+    },
 }
 
 /// The sending end of one socket, as the hub keeps it.
@@ -94,7 +98,9 @@ impl Hub {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock leaves maps that are still consistent (every change is one insert or
         // remove), so poisoning is not a reason to stop serving.
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     pub fn next_connection_id(&self) -> ConnectionId {
@@ -158,7 +164,8 @@ impl Hub {
         };
         let before = sockets.len();
         sockets.retain(|outlet| outlet.offer(Outbound::Event(Channel::Visitor, event.clone())));
-        self.kicked.fetch_add((before - sockets.len()) as u64, Ordering::Relaxed);
+        self.kicked
+            .fetch_add((before - sockets.len()) as u64, Ordering::Relaxed);
         if sockets.is_empty() {
             state.visitors.remove(token_hash);
         }
@@ -168,8 +175,11 @@ impl Hub {
     pub fn to_admins(&self, event: &Arc<str>) {
         let mut state = self.state();
         let before = state.admins.len();
-        state.admins.retain(|_, (outlet, _)| outlet.offer(Outbound::Event(Channel::Admin, event.clone())));
-        self.kicked.fetch_add((before - state.admins.len()) as u64, Ordering::Relaxed);
+        state
+            .admins
+            .retain(|_, (outlet, _)| outlet.offer(Outbound::Event(Channel::Admin, event.clone())));
+        self.kicked
+            .fetch_add((before - state.admins.len()) as u64, Ordering::Relaxed);
     }
 
     /// Sends an event to every visitor socket (the owner came online or left).
@@ -207,7 +217,14 @@ mod tests {
 
     fn outlet(hub: &Hub, capacity: usize) -> (Outlet, mpsc::Receiver<Outbound>) {
         let (queue, receiver) = mpsc::channel(capacity);
-        (Outlet { id: hub.next_connection_id(), queue, kick: Arc::new(Notify::new()) }, receiver)
+        (
+            Outlet {
+                id: hub.next_connection_id(),
+                queue,
+                kick: Arc::new(Notify::new()),
+            },
+            receiver,
+        )
     }
 
     #[test]
@@ -221,9 +238,19 @@ mod tests {
         let event: Arc<str> = Arc::from("{}");
         hub.to_visitor(&token, &event);
         hub.to_visitor(&token, &event);
-        assert!(matches!(fast_rx.try_recv(), Ok(Outbound::Event(Channel::Visitor, _))));
-        assert!(matches!(fast_rx.try_recv(), Ok(Outbound::Event(Channel::Visitor, _))));
-        assert_eq!(hub.kicked.load(Ordering::Relaxed), 1, "the full queue was kicked");
+        assert!(matches!(
+            fast_rx.try_recv(),
+            Ok(Outbound::Event(Channel::Visitor, _))
+        ));
+        assert!(matches!(
+            fast_rx.try_recv(),
+            Ok(Outbound::Event(Channel::Visitor, _))
+        ));
+        assert_eq!(
+            hub.kicked.load(Ordering::Relaxed),
+            1,
+            "the full queue was kicked"
+        );
         assert!(hub.visitor_online(&token));
         assert!(hub.leave_visitor(&token, fast.id), "the last socket left");
         assert!(!hub.visitor_online(&token));

@@ -20,9 +20,15 @@ pub fn render(app: &App, headers: &HeaderMap, ip: IpAddr) -> Result<Response<Bod
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
-    let allowed = if token.is_empty() { ip.is_loopback() } else { bearer == Some(token.as_str()) || ip.is_loopback() };
+    let allowed = if token.is_empty() {
+        ip.is_loopback()
+    } else {
+        bearer == Some(token.as_str()) || ip.is_loopback()
+    };
     if !allowed {
-        return Err(ApiError::forbidden("metrics are readable from localhost, or with metrics.token"));
+        return Err(ApiError::forbidden(
+            "metrics are readable from localhost, or with metrics.token",
+        ));
     }
     let counters = &app.counters;
     let hub = &app.hub;
@@ -30,37 +36,114 @@ pub fn render(app: &App, headers: &HeaderMap, ip: IpAddr) -> Result<Response<Bod
     let store_bytes = std::fs::metadata(app.store.path()).map_or(0, |metadata| metadata.len());
     let mut text = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-        let _ = writeln!(text, "# HELP natter_{name} {help}\n# TYPE natter_{name} {kind}");
+        let _ = writeln!(
+            text,
+            "# HELP natter_{name} {help}\n# TYPE natter_{name} {kind}"
+        );
         for (labels, value) in samples {
             let _ = writeln!(text, "natter_{name}{labels} {value}");
         }
     };
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-    metric("connections", "gauge", "Open WebSocket connections by kind.", &[
-        ("{kind=\"visitor\"}", hub.open_visitor_sockets.load(Ordering::Relaxed) as u64),
-        ("{kind=\"admin\"}", hub.open_admin_sockets.load(Ordering::Relaxed) as u64),
-    ]);
-    metric("messages_total", "counter", "Messages stored since start, by sender.", &[
-        ("{sender=\"visitor\"}", load(&counters.messages_visitor)),
-        ("{sender=\"admin\"}", load(&counters.messages_admin)),
-    ]);
-    metric("messages_stored", "gauge", "Messages in the store.", &[("", app.store.message_count().unwrap_or(0))]);
-    metric("conversations_stored", "gauge", "Conversations in the store.", &[("", app.store.conversation_count().unwrap_or(0))]);
-    metric("store_bytes", "gauge", "Size of the store file.", &[("", store_bytes)]);
-    metric("store_commits_total", "counter", "Store commits (each one fsync).", &[("", load(&stats.commits))]);
-    metric("store_writes_total", "counter", "Writes committed.", &[("", load(&stats.writes))]);
-    metric("store_failed_commits_total", "counter", "Commits that failed; their writes were not acknowledged.", &[("", load(&stats.failed_commits))]);
-    metric("pushes_total", "counter", "Web Push requests by result.", &[
-        ("{result=\"sent\"}", load(&counters.pushes_sent)),
-        ("{result=\"failed\"}", load(&counters.pushes_failed)),
-    ]);
-    metric("slow_consumers_kicked_total", "counter", "Sockets closed because they did not keep up.", &[("", load(&hub.kicked))]);
-    metric("refused_connections_total", "counter", "Sockets refused by connection limits.", &[("", load(&counters.refused_connections))]);
-    metric("throttled_total", "counter", "Actions refused by rate limits.", &[("", load(&counters.throttled))]);
-    metric("uptime_seconds", "gauge", "Seconds since start.", &[("", app.started.elapsed().as_secs())]);
+    metric(
+        "connections",
+        "gauge",
+        "Open WebSocket connections by kind.",
+        &[
+            (
+                "{kind=\"visitor\"}",
+                hub.open_visitor_sockets.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "{kind=\"admin\"}",
+                hub.open_admin_sockets.load(Ordering::Relaxed) as u64,
+            ),
+        ],
+    );
+    metric(
+        "messages_total",
+        "counter",
+        "Messages stored since start, by sender.",
+        &[
+            ("{sender=\"visitor\"}", load(&counters.messages_visitor)),
+            ("{sender=\"admin\"}", load(&counters.messages_admin)),
+        ],
+    );
+    metric(
+        "messages_stored",
+        "gauge",
+        "Messages in the store.",
+        &[("", app.store.message_count().unwrap_or(0))],
+    );
+    metric(
+        "conversations_stored",
+        "gauge",
+        "Conversations in the store.",
+        &[("", app.store.conversation_count().unwrap_or(0))],
+    );
+    metric(
+        "store_bytes",
+        "gauge",
+        "Size of the store file.",
+        &[("", store_bytes)],
+    );
+    metric(
+        "store_commits_total",
+        "counter",
+        "Store commits (each one fsync).",
+        &[("", load(&stats.commits))],
+    );
+    metric(
+        "store_writes_total",
+        "counter",
+        "Writes committed.",
+        &[("", load(&stats.writes))],
+    );
+    metric(
+        "store_failed_commits_total",
+        "counter",
+        "Commits that failed; their writes were not acknowledged.",
+        &[("", load(&stats.failed_commits))],
+    );
+    metric(
+        "pushes_total",
+        "counter",
+        "Web Push requests by result.",
+        &[
+            ("{result=\"sent\"}", load(&counters.pushes_sent)),
+            ("{result=\"failed\"}", load(&counters.pushes_failed)),
+        ],
+    );
+    metric(
+        "slow_consumers_kicked_total",
+        "counter",
+        "Sockets closed because they did not keep up.",
+        &[("", load(&hub.kicked))],
+    );
+    metric(
+        "refused_connections_total",
+        "counter",
+        "Sockets refused by connection limits.",
+        &[("", load(&counters.refused_connections))],
+    );
+    metric(
+        "throttled_total",
+        "counter",
+        "Actions refused by rate limits.",
+        &[("", load(&counters.throttled))],
+    );
+    metric(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        &[("", app.started.elapsed().as_secs())],
+    );
     Ok(Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+        .header(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
         .header(header::CACHE_CONTROL, "no-store")
         .body(Body::new(Bytes::from(text)))
         .expect("valid response"))

@@ -28,10 +28,22 @@ pub enum ChannelName {
 /// One parsed client command.
 #[derive(Debug, PartialEq)]
 pub enum Command {
-    Subscribe { identifier: String, channel: ChannelName },
-    Unsubscribe { identifier: String, channel: ChannelName },
-    Visitor { identifier: String, action: VisitorAction },
-    Admin { identifier: String, action: AdminAction },
+    Subscribe {
+        identifier: String,
+        channel: ChannelName,
+    },
+    Unsubscribe {
+        identifier: String,
+        channel: ChannelName,
+    },
+    Visitor {
+        identifier: String,
+        action: VisitorAction,
+    },
+    Admin {
+        identifier: String,
+        action: AdminAction,
+    },
 }
 
 #[derive(Debug, PartialEq)]
@@ -46,10 +58,22 @@ pub enum VisitorAction {
 
 #[derive(Debug, PartialEq)]
 pub enum AdminAction {
-    Sync { after: Option<u64> },
-    Reply { conversation_id: Uuid, content: String, client_id: Uuid },
-    Typing { conversation_id: Uuid, typing: bool },
-    Read { conversation_id: Uuid, up_to: u64 },
+    Sync {
+        after: Option<u64>,
+    },
+    Reply {
+        conversation_id: Uuid,
+        content: String,
+        client_id: Uuid,
+    },
+    Typing {
+        conversation_id: Uuid,
+        typing: bool,
+    },
+    Read {
+        conversation_id: Uuid,
+        up_to: u64,
+    },
 }
 
 /// Why a frame could not be understood. `identifier` is set when the frame named a channel, so the error can be sent
@@ -130,9 +154,16 @@ enum RawAdminAction {
 
 /// Parses one text frame from a client.
 pub fn parse_command(text: &str) -> Result<Command, ParseError> {
-    let bare = |error: ApiError| ParseError { identifier: None, client_id: None, error };
-    let frame: Frame = serde_json::from_str(text)
-        .map_err(|error| bare(ApiError::bad_request(format!("not an ActionCable command: {error}"))))?;
+    let bare = |error: ApiError| ParseError {
+        identifier: None,
+        client_id: None,
+        error,
+    };
+    let frame: Frame = serde_json::from_str(text).map_err(|error| {
+        bare(ApiError::bad_request(format!(
+            "not an ActionCable command: {error}"
+        )))
+    })?;
     if frame.identifier.len() > MAX_IDENTIFIER_BYTES {
         return Err(bare(ApiError::too_long("the identifier is too long")));
     }
@@ -144,12 +175,18 @@ pub fn parse_command(text: &str) -> Result<Command, ParseError> {
         error,
     };
     match frame.command.as_str() {
-        "subscribe" => Ok(Command::Subscribe { identifier, channel }),
-        "unsubscribe" => Ok(Command::Unsubscribe { identifier, channel }),
+        "subscribe" => Ok(Command::Subscribe {
+            identifier,
+            channel,
+        }),
+        "unsubscribe" => Ok(Command::Unsubscribe {
+            identifier,
+            channel,
+        }),
         "message" => {
-            let data = frame
-                .data
-                .ok_or_else(|| in_channel(ApiError::bad_request("a message command needs data"), None))?;
+            let data = frame.data.ok_or_else(|| {
+                in_channel(ApiError::bad_request("a message command needs data"), None)
+            })?;
             match channel {
                 ChannelName::Visitor => match parse_visitor_action(&data) {
                     Ok(action) => Ok(Command::Visitor { identifier, action }),
@@ -161,13 +198,17 @@ pub fn parse_command(text: &str) -> Result<Command, ParseError> {
                 },
             }
         }
-        other => Err(in_channel(ApiError::bad_request(format!("unknown command {other:?}")), None)),
+        other => Err(in_channel(
+            ApiError::bad_request(format!("unknown command {other:?}")),
+            None,
+        )),
     }
 }
 
 fn parse_identifier(identifier: &str) -> Result<ChannelName, ApiError> {
-    let parsed: Identifier = serde_json::from_str(identifier)
-        .map_err(|_| ApiError::bad_request("the identifier must be a JSON object with a channel"))?;
+    let parsed: Identifier = serde_json::from_str(identifier).map_err(|_| {
+        ApiError::bad_request("the identifier must be a JSON object with a channel")
+    })?;
     match parsed.channel.as_str() {
         "VisitorChannel" => Ok(ChannelName::Visitor),
         "AdminChannel" => Ok(ChannelName::Admin),
@@ -181,7 +222,9 @@ fn client_id_of(data: &str) -> Option<Uuid> {
     struct WithClientId {
         client_id: Uuid,
     }
-    serde_json::from_str::<WithClientId>(data).ok().map(|with| with.client_id)
+    serde_json::from_str::<WithClientId>(data)
+        .ok()
+        .map(|with| with.client_id)
 }
 
 fn action_error(data: &str, error: &serde_json::Error) -> (ApiError, Option<Uuid>) {
@@ -195,7 +238,8 @@ fn action_error(data: &str, error: &serde_json::Error) -> (ApiError, Option<Uuid
 }
 
 fn parse_visitor_action(data: &str) -> Result<VisitorAction, (ApiError, Option<Uuid>)> {
-    let raw: RawVisitorAction = serde_json::from_str(data).map_err(|error| action_error(data, &error))?;
+    let raw: RawVisitorAction =
+        serde_json::from_str(data).map_err(|error| action_error(data, &error))?;
     Ok(match raw {
         RawVisitorAction::Sync { after } => VisitorAction::Sync { after },
         RawVisitorAction::Speak { content, client_id } => VisitorAction::Speak {
@@ -206,39 +250,81 @@ fn parse_visitor_action(data: &str) -> Result<VisitorAction, (ApiError, Option<U
         RawVisitorAction::Identify { name, email } => {
             let name = name.trim().to_string();
             if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-                return Err((ApiError::invalid(format!("the name must be at most {MAX_NAME_CHARS} characters")), None));
+                return Err((
+                    ApiError::invalid(format!(
+                        "the name must be at most {MAX_NAME_CHARS} characters"
+                    )),
+                    None,
+                ));
             }
-            let email = email.map(|email| email.trim().to_string()).filter(|email| !email.is_empty());
+            let email = email
+                .map(|email| email.trim().to_string())
+                .filter(|email| !email.is_empty());
             if let Some(email) = &email {
                 if !looks_like_email(email) {
-                    return Err((ApiError::invalid("that does not look like an email address"), None));
+                    return Err((
+                        ApiError::invalid("that does not look like an email address"),
+                        None,
+                    ));
                 }
             }
             VisitorAction::Identify { name, email }
         }
         RawVisitorAction::Read { up_to } => VisitorAction::Read { up_to },
-        RawVisitorAction::Visit { url, title, referrer } => {
+        RawVisitorAction::Visit {
+            url,
+            title,
+            referrer,
+        } => {
             for field in [&url, &title, &referrer] {
                 if field.chars().count() > MAX_PAGE_FIELD_CHARS {
-                    return Err((ApiError::too_long(format!("url, title and referrer are at most {MAX_PAGE_FIELD_CHARS} characters")), None));
+                    return Err((
+                        ApiError::too_long(format!(
+                            "url, title and referrer are at most {MAX_PAGE_FIELD_CHARS} characters"
+                        )),
+                        None,
+                    ));
                 }
             }
-            VisitorAction::Visit { page: Page { url, title, referrer } }
+            VisitorAction::Visit {
+                page: Page {
+                    url,
+                    title,
+                    referrer,
+                },
+            }
         }
     })
 }
 
 fn parse_admin_action(data: &str) -> Result<AdminAction, (ApiError, Option<Uuid>)> {
-    let raw: RawAdminAction = serde_json::from_str(data).map_err(|error| action_error(data, &error))?;
+    let raw: RawAdminAction =
+        serde_json::from_str(data).map_err(|error| action_error(data, &error))?;
     Ok(match raw {
         RawAdminAction::Sync { after } => AdminAction::Sync { after },
-        RawAdminAction::Reply { conversation_id, content, client_id } => AdminAction::Reply {
+        RawAdminAction::Reply {
+            conversation_id,
+            content,
+            client_id,
+        } => AdminAction::Reply {
             conversation_id,
             content: content_text(&content).map_err(|error| (error, Some(client_id)))?,
             client_id,
         },
-        RawAdminAction::Typing { conversation_id, typing } => AdminAction::Typing { conversation_id, typing },
-        RawAdminAction::Read { conversation_id, up_to } => AdminAction::Read { conversation_id, up_to },
+        RawAdminAction::Typing {
+            conversation_id,
+            typing,
+        } => AdminAction::Typing {
+            conversation_id,
+            typing,
+        },
+        RawAdminAction::Read {
+            conversation_id,
+            up_to,
+        } => AdminAction::Read {
+            conversation_id,
+            up_to,
+        },
     })
 }
 
@@ -249,7 +335,9 @@ pub fn content_text(content: &str) -> Result<String, ApiError> {
         return Err(ApiError::invalid("the message is empty"));
     }
     if trimmed.chars().count() > MAX_CONTENT_CHARS {
-        return Err(ApiError::too_long(format!("a message is at most {MAX_CONTENT_CHARS} characters")));
+        return Err(ApiError::too_long(format!(
+            "a message is at most {MAX_CONTENT_CHARS} characters"
+        )));
     }
     if trimmed.contains('\0') {
         return Err(ApiError::invalid("the message contains a NUL character"));
@@ -266,7 +354,9 @@ fn looks_like_email(email: &str) -> bool {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
 }
 
 // ---- server frames ----
@@ -292,7 +382,8 @@ fn subscription_answer(identifier: &str, kind: &str) -> String {
 }
 
 pub fn disconnect(reason: &str, reconnect: bool) -> String {
-    serde_json::json!({ "type": "disconnect", "reason": reason, "reconnect": reconnect }).to_string()
+    serde_json::json!({ "type": "disconnect", "reason": reason, "reconnect": reconnect })
+        .to_string()
 }
 
 /// A channel message: `identifier_json` is the identifier already encoded as a JSON string (quotes included), and
@@ -310,7 +401,8 @@ pub fn channel_message(identifier_json: &str, event: &str) -> String {
 
 /// An `error` event for a channel, or a top-level `error` frame when the command named no usable channel.
 pub fn error_frame(identifier: Option<&str>, error: &ApiError, client_id: Option<Uuid>) -> String {
-    let mut event = serde_json::json!({ "type": "error", "code": error.code, "message": error.message });
+    let mut event =
+        serde_json::json!({ "type": "error", "code": error.code, "message": error.message });
     if let Some(client_id) = client_id {
         event["client_id"] = serde_json::json!(client_id);
     }
@@ -332,33 +424,64 @@ mod tests {
     const VISITOR: &str = r#"{\"channel\":\"VisitorChannel\"}"#;
 
     fn message(data: &str) -> String {
-        format!(r#"{{"command":"message","identifier":"{VISITOR}","data":{}}}"#, serde_json::Value::String(data.into()))
+        format!(
+            r#"{{"command":"message","identifier":"{VISITOR}","data":{}}}"#,
+            serde_json::Value::String(data.into())
+        )
     }
 
     #[test]
     fn subscribe_keeps_the_identifier_byte_for_byte() {
-        let text = r#"{"command":"subscribe","identifier":"{\"channel\": \"VisitorChannel\", \"x\": 1}"}"#;
-        let Command::Subscribe { identifier, channel } = parse_command(text).unwrap() else { panic!() };
+        let text =
+            r#"{"command":"subscribe","identifier":"{\"channel\": \"VisitorChannel\", \"x\": 1}"}"#;
+        let Command::Subscribe {
+            identifier,
+            channel,
+        } = parse_command(text).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(identifier, r#"{"channel": "VisitorChannel", "x": 1}"#);
         assert_eq!(channel, ChannelName::Visitor);
-        assert_eq!(confirm(&identifier), r#"{"identifier":"{\"channel\": \"VisitorChannel\", \"x\": 1}","type":"confirm_subscription"}"#);
+        assert_eq!(
+            confirm(&identifier),
+            r#"{"identifier":"{\"channel\": \"VisitorChannel\", \"x\": 1}","type":"confirm_subscription"}"#
+        );
     }
 
     #[test]
     fn speak_is_trimmed_and_bounded() {
         let client_id = Uuid::new_v4();
-        let ok = parse_command(&message(&format!(r#"{{"action":"speak","content":"  hi  ","client_id":"{client_id}"}}"#))).unwrap();
-        assert_eq!(ok, Command::Visitor {
-            identifier: r#"{"channel":"VisitorChannel"}"#.into(),
-            action: VisitorAction::Speak { content: "hi".into(), client_id }
-        });
+        let ok = parse_command(&message(&format!(
+            r#"{{"action":"speak","content":"  hi  ","client_id":"{client_id}"}}"#
+        )))
+        .unwrap();
+        assert_eq!(
+            ok,
+            Command::Visitor {
+                identifier: r#"{"channel":"VisitorChannel"}"#.into(),
+                action: VisitorAction::Speak {
+                    content: "hi".into(),
+                    client_id
+                }
+            }
+        );
         let long = "é".repeat(MAX_CONTENT_CHARS + 1);
-        let error = parse_command(&message(&format!(r#"{{"action":"speak","content":"{long}","client_id":"{client_id}"}}"#))).unwrap_err();
+        let error = parse_command(&message(&format!(
+            r#"{{"action":"speak","content":"{long}","client_id":"{client_id}"}}"#
+        )))
+        .unwrap_err();
         assert_eq!(error.error.code, "too_long");
         assert_eq!(error.client_id, Some(client_id));
         let exactly = "é".repeat(MAX_CONTENT_CHARS);
-        assert!(parse_command(&message(&format!(r#"{{"action":"speak","content":"{exactly}","client_id":"{client_id}"}}"#))).is_ok());
-        let blank = parse_command(&message(&format!(r#"{{"action":"speak","content":"   ","client_id":"{client_id}"}}"#))).unwrap_err();
+        assert!(parse_command(&message(&format!(
+            r#"{{"action":"speak","content":"{exactly}","client_id":"{client_id}"}}"#
+        )))
+        .is_ok());
+        let blank = parse_command(&message(&format!(
+            r#"{{"action":"speak","content":"   ","client_id":"{client_id}"}}"#
+        )))
+        .unwrap_err();
         assert_eq!(blank.error.code, "invalid");
     }
 
@@ -367,14 +490,46 @@ mod tests {
         for (text, code, has_identifier) in [
             ("not json", "bad_request", false),
             (r#"{"command":"subscribe"}"#, "bad_request", false),
-            (r#"{"command":"subscribe","identifier":"nope"}"#, "bad_request", false),
-            (r#"{"command":"subscribe","identifier":"{\"channel\":\"Nope\"}"}"#, "not_found", false),
-            (r#"{"command":"dance","identifier":"{\"channel\":\"VisitorChannel\"}"}"#, "bad_request", true),
-            (r#"{"command":"message","identifier":"{\"channel\":\"VisitorChannel\"}"}"#, "bad_request", true),
-            (r#"{"command":"message","identifier":"{\"channel\":\"VisitorChannel\"}","data":"{}"}"#, "bad_request", true),
-            (r#"{"command":"message","identifier":"{\"channel\":\"VisitorChannel\"}","data":"{\"action\":\"fly\"}"}"#, "not_found", true),
-            (r#"{"command":"message","identifier":"{\"channel\":\"VisitorChannel\"}","data":"{\"action\":\"typing\",\"typing\":\"yes\"}"}"#, "bad_request", true),
-            (r#"{"command":"message","identifier":"{\"channel\":\"VisitorChannel\"}","data":"[[[[[[[[[[[]]]]]]]]]]]"}"#, "bad_request", true),
+            (
+                r#"{"command":"subscribe","identifier":"nope"}"#,
+                "bad_request",
+                false,
+            ),
+            (
+                r#"{"command":"subscribe","identifier":"{\"channel\":\"Nope\"}"}"#,
+                "not_found",
+                false,
+            ),
+            (
+                r#"{"command":"dance","identifier":"{\"channel\":\"VisitorChannel\"}"}"#,
+                "bad_request",
+                true,
+            ),
+            (
+                r#"{"command":"message","identifier":"{\"channel\":\"VisitorChannel\"}"}"#,
+                "bad_request",
+                true,
+            ),
+            (
+                r#"{"command":"message","identifier":"{\"channel\":\"VisitorChannel\"}","data":"{}"}"#,
+                "bad_request",
+                true,
+            ),
+            (
+                r#"{"command":"message","identifier":"{\"channel\":\"VisitorChannel\"}","data":"{\"action\":\"fly\"}"}"#,
+                "not_found",
+                true,
+            ),
+            (
+                r#"{"command":"message","identifier":"{\"channel\":\"VisitorChannel\"}","data":"{\"action\":\"typing\",\"typing\":\"yes\"}"}"#,
+                "bad_request",
+                true,
+            ),
+            (
+                r#"{"command":"message","identifier":"{\"channel\":\"VisitorChannel\"}","data":"[[[[[[[[[[[]]]]]]]]]]]"}"#,
+                "bad_request",
+                true,
+            ),
         ] {
             let error = parse_command(text).unwrap_err();
             assert_eq!(error.error.code, code, "{text}");
@@ -386,18 +541,37 @@ mod tests {
 
     #[test]
     fn identify_checks_the_email() {
-        let ok = parse_command(&message(r#"{"action":"identify","name":" Ann ","email":"ann@example.com"}"#)).unwrap();
-        assert_eq!(ok, Command::Visitor {
-            identifier: r#"{"channel":"VisitorChannel"}"#.into(),
-            action: VisitorAction::Identify { name: "Ann".into(), email: Some("ann@example.com".into()) }
-        });
-        assert!(parse_command(&message(r#"{"action":"identify","name":"Ann","email":"nope"}"#)).is_err());
-        assert!(parse_command(&message(&format!(r#"{{"action":"identify","name":"{}"}}"#, "a".repeat(81)))).is_err());
+        let ok = parse_command(&message(
+            r#"{"action":"identify","name":" Ann ","email":"ann@example.com"}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            ok,
+            Command::Visitor {
+                identifier: r#"{"channel":"VisitorChannel"}"#.into(),
+                action: VisitorAction::Identify {
+                    name: "Ann".into(),
+                    email: Some("ann@example.com".into())
+                }
+            }
+        );
+        assert!(parse_command(&message(
+            r#"{"action":"identify","name":"Ann","email":"nope"}"#
+        ))
+        .is_err());
+        assert!(parse_command(&message(&format!(
+            r#"{{"action":"identify","name":"{}"}}"#,
+            "a".repeat(81)
+        )))
+        .is_err());
     }
 
     #[test]
     fn channel_message_is_valid_json() {
-        let frame = channel_message(&encode_identifier(r#"{"channel":"VisitorChannel"}"#), r#"{"type":"typing","typing":true}"#);
+        let frame = channel_message(
+            &encode_identifier(r#"{"channel":"VisitorChannel"}"#),
+            r#"{"type":"typing","typing":true}"#,
+        );
         let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(value["identifier"], r#"{"channel":"VisitorChannel"}"#);
         assert_eq!(value["message"]["typing"], true);

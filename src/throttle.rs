@@ -28,7 +28,11 @@ pub struct RateLimiter<K> {
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub fn new(capacity: u32, period: Duration) -> RateLimiter<K> {
         let capacity = f64::from(capacity.max(1));
-        RateLimiter { capacity, per_second: capacity / period.as_secs_f64(), buckets: Mutex::new(HashMap::new()) }
+        RateLimiter {
+            capacity,
+            per_second: capacity / period.as_secs_f64(),
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     fn refill(&self, bucket: &mut Bucket, now: Instant) {
@@ -40,28 +44,41 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// Takes one token; when none is left, answers how long until one is.
     pub fn take(&self, key: &K) -> Result<(), Duration> {
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if buckets.len() > PRUNE_ABOVE {
             let full = self.capacity;
             let per_second = self.per_second;
             buckets.retain(|_, bucket| {
-                bucket.tokens + now.saturating_duration_since(bucket.updated).as_secs_f64() * per_second < full
+                bucket.tokens
+                    + now.saturating_duration_since(bucket.updated).as_secs_f64() * per_second
+                    < full
             });
         }
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket { tokens: self.capacity, updated: now });
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
+            tokens: self.capacity,
+            updated: now,
+        });
         self.refill(bucket, now);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.per_second))
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / self.per_second,
+            ))
         }
     }
 
     /// Whether a token is available, without taking it; when not, how long until one is.
     pub fn check(&self, key: &K) -> Result<(), Duration> {
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let Some(bucket) = buckets.get_mut(key) else {
             return Ok(());
         };
@@ -69,7 +86,9 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         if bucket.tokens >= 1.0 {
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.per_second))
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / self.per_second,
+            ))
         }
     }
 }
@@ -88,19 +107,29 @@ pub struct ConnectionSlot {
 impl ConnectionCounter {
     /// Takes a slot for `ip` unless it already holds `limit`.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<ConnectionSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let count = open.entry(ip).or_insert(0);
         if *count >= limit {
             return None;
         }
         *count += 1;
-        Some(ConnectionSlot { counter: self.clone(), ip })
+        Some(ConnectionSlot {
+            counter: self.clone(),
+            ip,
+        })
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut open = self.counter.open.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut open = self
+            .counter
+            .open
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if let Some(count) = open.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
@@ -121,7 +150,10 @@ mod tests {
             limiter.take(&"a").unwrap();
         }
         let wait = limiter.take(&"a").unwrap_err();
-        assert!(wait > Duration::from_secs(10) && wait <= Duration::from_secs(20), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(10) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
         assert!(limiter.check(&"a").is_err());
         limiter.take(&"b").unwrap();
     }

@@ -23,20 +23,45 @@ async fn malformed_commands_get_errors_and_the_connection_keeps_working() {
     for frame in &frames {
         visitor.send_text(frame).await;
         let answer = visitor.next().await.expect("still open");
-        let error = if answer["type"] == "error" { answer.clone() } else { answer["message"].clone() };
+        let error = if answer["type"] == "error" {
+            answer.clone()
+        } else {
+            answer["message"].clone()
+        };
         assert_eq!(error["type"], "error", "{frame} -> {answer}");
-        assert!(error["code"].is_string() && error["message"].is_string(), "{answer}");
+        assert!(
+            error["code"].is_string() && error["message"].is_string(),
+            "{answer}"
+        );
     }
     let client_id = uuid();
-    visitor.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": "x".repeat(4001), "client_id": client_id})).await;
+    visitor
+        .perform(
+            VISITOR_CHANNEL,
+            json!({"action": "speak", "content": "x".repeat(4001), "client_id": client_id}),
+        )
+        .await;
     let too_long = visitor.event("error").await;
     assert_eq!(too_long["code"], "too_long");
     assert_eq!(too_long["client_id"], client_id.as_str());
-    visitor.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": " \n ", "client_id": uuid()})).await;
+    visitor
+        .perform(
+            VISITOR_CHANNEL,
+            json!({"action": "speak", "content": " \n ", "client_id": uuid()}),
+        )
+        .await;
     assert_eq!(visitor.event("error").await["code"], "invalid");
 
-    visitor.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": "still here", "client_id": uuid()})).await;
-    assert_eq!(visitor.event("message").await["message"]["content"], "still here");
+    visitor
+        .perform(
+            VISITOR_CHANNEL,
+            json!({"action": "speak", "content": "still here", "client_id": uuid()}),
+        )
+        .await;
+    assert_eq!(
+        visitor.event("message").await["message"]["content"],
+        "still here"
+    );
 }
 
 #[tokio::test]
@@ -46,26 +71,61 @@ async fn a_message_larger_than_the_limit_closes_with_1009_and_others_are_unaffec
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
     visitor.send_text(&"x".repeat(200_000)).await;
     assert_eq!(visitor.closed().await.0, Some(1009));
-    bystander.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": "fine", "client_id": uuid()})).await;
-    assert_eq!(bystander.event("message").await["message"]["content"], "fine");
+    bystander
+        .perform(
+            VISITOR_CHANNEL,
+            json!({"action": "speak", "content": "fine", "client_id": uuid()}),
+        )
+        .await;
+    assert_eq!(
+        bystander.event("message").await["message"]["content"],
+        "fine"
+    );
 }
 
 #[tokio::test]
 async fn binary_frames_and_endless_fragments_are_closed() {
     let app = spawn_app().await;
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
-    visitor.socket.write_frame(Frame::binary(Payload::Owned(vec![1, 2, 3]))).await.unwrap();
+    visitor
+        .socket
+        .write_frame(Frame::binary(Payload::Owned(vec![1, 2, 3])))
+        .await
+        .unwrap();
     assert_eq!(visitor.closed().await.0, Some(1003));
 
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
-    visitor.socket.write_frame(Frame::new(false, OpCode::Text, None, Payload::Owned(b"[".to_vec()))).await.unwrap();
+    visitor
+        .socket
+        .write_frame(Frame::new(
+            false,
+            OpCode::Text,
+            None,
+            Payload::Owned(b"[".to_vec()),
+        ))
+        .await
+        .unwrap();
     let chunk = vec![b' '; 16 * 1024];
     for _ in 0..16 {
-        if visitor.socket.write_frame(Frame::new(false, OpCode::Continuation, None, Payload::Owned(chunk.clone()))).await.is_err() {
+        if visitor
+            .socket
+            .write_frame(Frame::new(
+                false,
+                OpCode::Continuation,
+                None,
+                Payload::Owned(chunk.clone()),
+            ))
+            .await
+            .is_err()
+        {
             break;
         }
     }
-    assert_eq!(visitor.closed().await.0, Some(1009), "fragments add up to the same limit as one frame");
+    assert_eq!(
+        visitor.closed().await.0,
+        Some(1009),
+        "fragments add up to the same limit as one frame"
+    );
 }
 
 #[tokio::test]
@@ -75,29 +135,53 @@ async fn a_thousand_duplicate_subscribes_are_each_confirmed_and_register_once() 
     let mut admin = subscribed_admin(&app, &cookie).await;
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
     for _ in 0..1000 {
-        visitor.send(json!({"command": "subscribe", "identifier": VISITOR_CHANNEL})).await;
+        visitor
+            .send(json!({"command": "subscribe", "identifier": VISITOR_CHANNEL}))
+            .await;
     }
     for _ in 0..1000 {
         let frame = visitor.next().await.unwrap();
         assert_eq!(frame["type"], "confirm_subscription");
     }
-    visitor.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": "once", "client_id": uuid()})).await;
+    visitor
+        .perform(
+            VISITOR_CHANNEL,
+            json!({"action": "speak", "content": "once", "client_id": uuid()}),
+        )
+        .await;
     visitor.event("message").await;
     admin.event("message").await;
     // One registration: the next event the visitor sees is the next message, not a copy.
-    admin.perform(ADMIN_CHANNEL, json!({"action": "sync"})).await;
+    admin
+        .perform(ADMIN_CHANNEL, json!({"action": "sync"}))
+        .await;
     let sync = admin.event("sync").await;
     let conversation_id = sync["conversations"][0]["id"].clone();
     admin.perform(ADMIN_CHANNEL, json!({"action": "reply", "conversation_id": conversation_id, "content": "r", "client_id": uuid()})).await;
     assert_eq!(visitor.event("message").await["message"]["content"], "r");
-    visitor.perform(VISITOR_CHANNEL, json!({"action": "sync"})).await;
-    assert_eq!(visitor.next().await.unwrap()["message"]["type"], "history", "no duplicate of the reply was queued");
+    visitor
+        .perform(VISITOR_CHANNEL, json!({"action": "sync"}))
+        .await;
+    assert_eq!(
+        visitor.next().await.unwrap()["message"]["type"],
+        "history",
+        "no duplicate of the reply was queued"
+    );
 }
 
 #[tokio::test]
 async fn invalid_utf8_closes_with_1007() {
     let app = spawn_app().await;
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
-    visitor.socket.write_frame(Frame::new(true, OpCode::Text, None, Payload::Owned(vec![0x7b, 0xff, 0xfe, 0x7d]))).await.unwrap();
+    visitor
+        .socket
+        .write_frame(Frame::new(
+            true,
+            OpCode::Text,
+            None,
+            Payload::Owned(vec![0x7b, 0xff, 0xfe, 0x7d]),
+        ))
+        .await
+        .unwrap();
     assert_eq!(visitor.closed().await.0, Some(1007));
 }

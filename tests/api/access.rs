@@ -8,16 +8,26 @@ use crate::helpers::*;
 async fn a_visitor_sees_only_their_own_conversation_and_cannot_act_as_admin() {
     let app = spawn_app().await;
     let mut alice = subscribed_visitor(&app, &uuid()).await;
-    alice.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": "alice's secret", "client_id": uuid()})).await;
+    alice
+        .perform(
+            VISITOR_CHANNEL,
+            json!({"action": "speak", "content": "alice's secret", "client_id": uuid()}),
+        )
+        .await;
     let alice_message = alice.event("message").await["message"].clone();
 
     let mut bob = subscribed_visitor(&app, &uuid()).await;
-    bob.perform(VISITOR_CHANNEL, json!({"action": "sync"})).await;
+    bob.perform(VISITOR_CHANNEL, json!({"action": "sync"}))
+        .await;
     let history = bob.event("history").await;
     assert_eq!(history["messages"], json!([]), "bob sees nothing of alice");
 
     // Reusing alice's client id from bob's token stores bob's own message, it does not hand back alice's.
-    bob.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": "bob", "client_id": alice_message["client_id"]})).await;
+    bob.perform(
+        VISITOR_CHANNEL,
+        json!({"action": "speak", "content": "bob", "client_id": alice_message["client_id"]}),
+    )
+    .await;
     let bobs = bob.event("message").await["message"].clone();
     assert_eq!(bobs["content"], "bob");
     assert_ne!(bobs["conversation_id"], alice_message["conversation_id"]);
@@ -28,16 +38,25 @@ async fn a_visitor_sees_only_their_own_conversation_and_cannot_act_as_admin() {
     let error = bob.event("error").await;
     assert_eq!(error["code"], "forbidden");
     // The admin REST API does not open to a visitor either.
-    assert_eq!(app.http("GET", "/conversations", &[], None).await.status, 401);
+    assert_eq!(
+        app.http("GET", "/conversations", &[], None).await.status,
+        401
+    );
 }
 
 #[tokio::test]
 async fn a_token_that_is_not_a_uuid_is_told_unauthorized_and_not_to_reconnect() {
     let app = spawn_app().await;
     for path in ["/cable?token=not-a-uuid", "/cable?token="] {
-        let mut client = Client::connect(app.address, path, BLOG, None).await.expect("upgraded, then told");
+        let mut client = Client::connect(app.address, path, BLOG, None)
+            .await
+            .expect("upgraded, then told");
         let (code, frames) = client.closed().await;
-        assert_eq!(frames, vec![json!({"type": "disconnect", "reason": "unauthorized", "reconnect": false})], "{path}");
+        assert_eq!(
+            frames,
+            vec![json!({"type": "disconnect", "reason": "unauthorized", "reconnect": false})],
+            "{path}"
+        );
         assert_eq!(code, Some(1008));
     }
 }
@@ -46,7 +65,9 @@ async fn a_token_that_is_not_a_uuid_is_told_unauthorized_and_not_to_reconnect() 
 async fn an_admin_socket_needs_a_live_session() {
     let app = spawn_app().await;
     for cookie in [None, Some("natter_session=forged"), Some("other=1")] {
-        let mut client = Client::connect(app.address, "/cable", &app.origin(), cookie).await.expect("upgraded, then told");
+        let mut client = Client::connect(app.address, "/cable", &app.origin(), cookie)
+            .await
+            .expect("upgraded, then told");
         let (_, frames) = client.closed().await;
         assert_eq!(frames[0]["reason"], "unauthorized", "{cookie:?}");
     }
@@ -67,12 +88,23 @@ async fn sockets_from_origins_not_allowed_are_refused_before_the_upgrade() {
         "null",
         "",
     ] {
-        let refused = Client::connect(app.address, &visitor_path, origin, None).await.err();
-        assert_eq!(refused.map(|refused| refused.status), Some(Some(http::StatusCode::FORBIDDEN)), "visitor from {origin:?}");
+        let refused = Client::connect(app.address, &visitor_path, origin, None)
+            .await
+            .err();
+        assert_eq!(
+            refused.map(|refused| refused.status),
+            Some(Some(http::StatusCode::FORBIDDEN)),
+            "visitor from {origin:?}"
+        );
     }
     // The admin socket only from natter's own origin, even from an allowed blog.
-    let refused = Client::connect(app.address, "/cable", BLOG, Some(&cookie)).await.err();
-    assert_eq!(refused.map(|refused| refused.status), Some(Some(http::StatusCode::FORBIDDEN)));
+    let refused = Client::connect(app.address, "/cable", BLOG, Some(&cookie))
+        .await
+        .err();
+    assert_eq!(
+        refused.map(|refused| refused.status),
+        Some(Some(http::StatusCode::FORBIDDEN))
+    );
     // And the real origins work.
     subscribed_visitor(&app, &token).await;
     subscribed_admin(&app, &cookie).await;
@@ -82,40 +114,111 @@ async fn sockets_from_origins_not_allowed_are_refused_before_the_upgrade() {
 async fn logins_are_checked_throttled_and_ended_by_logout() {
     let app = spawn_app_with(|config| config.limits.login_failures = 3).await;
     let origin = app.origin();
-    let headers = [("origin", origin.as_str()), ("content-type", "application/json")];
-    let wrong_password = app.http("POST", "/auth/login", &headers, Some(json!({"username": "admin", "password": "nope"}))).await;
-    let wrong_user = app.http("POST", "/auth/login", &headers, Some(json!({"username": "root", "password": PASSWORD}))).await;
+    let headers = [
+        ("origin", origin.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let wrong_password = app
+        .http(
+            "POST",
+            "/auth/login",
+            &headers,
+            Some(json!({"username": "admin", "password": "nope"})),
+        )
+        .await;
+    let wrong_user = app
+        .http(
+            "POST",
+            "/auth/login",
+            &headers,
+            Some(json!({"username": "root", "password": PASSWORD})),
+        )
+        .await;
     assert_eq!(wrong_password.status, 401);
-    assert_eq!(wrong_password.body, wrong_user.body, "a wrong user and a wrong password look the same");
+    assert_eq!(
+        wrong_password.body, wrong_user.body,
+        "a wrong user and a wrong password look the same"
+    );
     assert_eq!(wrong_password.json()["error"], "wrong_credentials");
 
-    let from_elsewhere = app.http("POST", "/auth/login", &[("origin", BLOG), ("content-type", "application/json")], Some(json!({"username": "admin", "password": PASSWORD}))).await;
+    let from_elsewhere = app
+        .http(
+            "POST",
+            "/auth/login",
+            &[("origin", BLOG), ("content-type", "application/json")],
+            Some(json!({"username": "admin", "password": PASSWORD})),
+        )
+        .await;
     assert_eq!(from_elsewhere.status, 403, "login is a same-origin request");
 
     let cookie = app.login().await;
     let set_cookie = app
-        .http("POST", "/auth/login", &headers, Some(json!({"username": "admin", "password": PASSWORD})))
+        .http(
+            "POST",
+            "/auth/login",
+            &headers,
+            Some(json!({"username": "admin", "password": PASSWORD})),
+        )
         .await
         .header("set-cookie")
         .unwrap();
-    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict") && set_cookie.contains("Path=/"), "{set_cookie}");
+    assert!(
+        set_cookie.contains("HttpOnly")
+            && set_cookie.contains("SameSite=Strict")
+            && set_cookie.contains("Path=/"),
+        "{set_cookie}"
+    );
 
-    app.http("POST", "/auth/login", &headers, Some(json!({"username": "admin", "password": "nope"}))).await;
-    let throttled = app.http("POST", "/auth/login", &headers, Some(json!({"username": "admin", "password": PASSWORD}))).await;
+    app.http(
+        "POST",
+        "/auth/login",
+        &headers,
+        Some(json!({"username": "admin", "password": "nope"})),
+    )
+    .await;
+    let throttled = app
+        .http(
+            "POST",
+            "/auth/login",
+            &headers,
+            Some(json!({"username": "admin", "password": PASSWORD})),
+        )
+        .await;
     assert_eq!(throttled.status, 429, "{}", throttled.text());
-    let retry_after: u64 = throttled.header("retry-after").expect("Retry-After").parse().unwrap();
+    let retry_after: u64 = throttled
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
     assert!(retry_after >= 1);
 
     // The session from before the throttle still works, and logout ends it and its sockets.
-    let session = app.http("GET", "/auth/session", &[("cookie", &cookie)], None).await;
+    let session = app
+        .http("GET", "/auth/session", &[("cookie", &cookie)], None)
+        .await;
     assert_eq!(session.json(), json!({"admin": true, "username": "admin"}));
     let mut admin = subscribed_admin(&app, &cookie).await;
-    let logout = app.http("POST", "/auth/logout", &[("cookie", &cookie), ("origin", &origin)], None).await;
+    let logout = app
+        .http(
+            "POST",
+            "/auth/logout",
+            &[("cookie", &cookie), ("origin", &origin)],
+            None,
+        )
+        .await;
     assert_eq!(logout.status, 200);
     assert!(logout.header("set-cookie").unwrap().contains("Max-Age=0"));
     let (_, frames) = admin.closed().await;
-    assert!(frames.iter().any(|frame| frame["type"] == "disconnect"), "{frames:?}");
-    assert_eq!(app.http("GET", "/auth/session", &[("cookie", &cookie)], None).await.status, 401);
+    assert!(
+        frames.iter().any(|frame| frame["type"] == "disconnect"),
+        "{frames:?}"
+    );
+    assert_eq!(
+        app.http("GET", "/auth/session", &[("cookie", &cookie)], None)
+            .await
+            .status,
+        401
+    );
 }
 
 #[tokio::test]
@@ -123,19 +226,55 @@ async fn admin_routes_need_the_cookie_and_writes_need_the_origin() {
     let app = spawn_app().await;
     let cookie = app.login().await;
     let id = uuid();
-    for (method, path) in [("GET", "/conversations".to_string()), ("GET", format!("/conversations/{id}/messages")), ("GET", "/auth/session".into())] {
+    for (method, path) in [
+        ("GET", "/conversations".to_string()),
+        ("GET", format!("/conversations/{id}/messages")),
+        ("GET", "/auth/session".into()),
+    ] {
         let response = app.http(method, &path, &[], None).await;
         assert_eq!(response.status, 401, "{method} {path}");
         assert_eq!(response.json()["error"], "unauthorized");
     }
-    let no_origin = app.http("DELETE", &format!("/conversations/{id}"), &[("cookie", &cookie)], None).await;
+    let no_origin = app
+        .http(
+            "DELETE",
+            &format!("/conversations/{id}"),
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
     assert_eq!(no_origin.status, 403);
-    let same_site = app.http("DELETE", &format!("/conversations/{id}"), &[("cookie", &cookie), ("sec-fetch-site", "same-origin")], None).await;
-    assert_eq!(same_site.status, 404, "allowed, and the conversation does not exist");
-    let not_json = app.http("POST", "/auth/login", &[("origin", &app.origin()), ("content-type", "text/plain")], Some(json!({}))).await;
+    let same_site = app
+        .http(
+            "DELETE",
+            &format!("/conversations/{id}"),
+            &[("cookie", &cookie), ("sec-fetch-site", "same-origin")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        same_site.status, 404,
+        "allowed, and the conversation does not exist"
+    );
+    let not_json = app
+        .http(
+            "POST",
+            "/auth/login",
+            &[("origin", &app.origin()), ("content-type", "text/plain")],
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(not_json.status, 415);
     let huge = app
-        .http("POST", "/auth/login", &[("origin", &app.origin()), ("content-type", "application/json")], Some(json!({"username": "admin", "password": "x".repeat(100_000)})))
+        .http(
+            "POST",
+            "/auth/login",
+            &[
+                ("origin", &app.origin()),
+                ("content-type", "application/json"),
+            ],
+            Some(json!({"username": "admin", "password": "x".repeat(100_000)})),
+        )
         .await;
     assert_eq!(huge.status, 413);
 }
@@ -144,8 +283,23 @@ async fn admin_routes_need_the_cookie_and_writes_need_the_origin() {
 async fn the_blog_gets_cors_with_credentials_and_others_get_none() {
     let app = spawn_app().await;
     let allowed = app.http("GET", "/healthz", &[("origin", BLOG)], None).await;
-    assert_eq!(allowed.header("access-control-allow-origin").as_deref(), Some(BLOG));
-    assert_eq!(allowed.header("access-control-allow-credentials").as_deref(), Some("true"));
-    let other = app.http("GET", "/healthz", &[("origin", "https://evil.example")], None).await;
+    assert_eq!(
+        allowed.header("access-control-allow-origin").as_deref(),
+        Some(BLOG)
+    );
+    assert_eq!(
+        allowed
+            .header("access-control-allow-credentials")
+            .as_deref(),
+        Some("true")
+    );
+    let other = app
+        .http(
+            "GET",
+            "/healthz",
+            &[("origin", "https://evil.example")],
+            None,
+        )
+        .await;
     assert_eq!(other.header("access-control-allow-origin"), None);
 }

@@ -50,7 +50,9 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("the server task does not panic").expect("the server stops cleanly");
+            task.await
+                .expect("the server task does not panic")
+                .expect("the server stops cleanly");
         }
     }
 
@@ -67,23 +69,48 @@ impl TestApp {
     /// Logs in as the admin and answers the session cookie (`natter_session=...`).
     pub async fn login(&self) -> String {
         let response = self
-            .http("POST", "/auth/login", &[("origin", &self.origin()), ("content-type", "application/json")], Some(json!({"username": "admin", "password": PASSWORD})))
+            .http(
+                "POST",
+                "/auth/login",
+                &[
+                    ("origin", &self.origin()),
+                    ("content-type", "application/json"),
+                ],
+                Some(json!({"username": "admin", "password": PASSWORD})),
+            )
             .await;
         assert_eq!(response.status, StatusCode::OK, "{}", response.text());
         let cookie = response.header("set-cookie").expect("login sets a cookie");
         cookie.split(';').next().unwrap().to_string()
     }
 
-    pub async fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> HttpResponse {
-        http(self.address, method, path, headers, body.map(|body| body.to_string().into_bytes())).await
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> HttpResponse {
+        http(
+            self.address,
+            method,
+            path,
+            headers,
+            body.map(|body| body.to_string().into_bytes()),
+        )
+        .await
     }
 
     pub async fn visitor(&self, token: &str) -> Client {
-        Client::connect(self.address, &format!("/cable?token={token}"), BLOG, None).await.expect("visitor connects")
+        Client::connect(self.address, &format!("/cable?token={token}"), BLOG, None)
+            .await
+            .expect("visitor connects")
     }
 
     pub async fn admin(&self, cookie: &str) -> Client {
-        Client::connect(self.address, "/cable", &self.origin(), Some(cookie)).await.expect("admin connects")
+        Client::connect(self.address, "/cable", &self.origin(), Some(cookie))
+            .await
+            .expect("admin connects")
     }
 }
 
@@ -107,8 +134,16 @@ pub fn test_config(data_dir: &Path, listen: Option<SocketAddr>) -> Config {
     config
 }
 
-async fn start(config: Config) -> (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>, SocketAddr) {
-    let server = Server::build(config, Some(PASSWORD)).await.expect("the server starts");
+async fn start(
+    config: Config,
+) -> (
+    oneshot::Sender<()>,
+    JoinHandle<anyhow::Result<()>>,
+    SocketAddr,
+) {
+    let server = Server::build(config, Some(PASSWORD))
+        .await
+        .expect("the server starts");
     let address = server.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run_until_stopped(async move {
@@ -128,7 +163,13 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Config)) -> TestApp {
     change(&mut config);
     let data_dir = config.server.data_dir.clone();
     let (stop, task, address) = start(config).await;
-    TestApp { address, data_dir, _temp: Some(temp), stop: Some(stop), task: Some(task) }
+    TestApp {
+        address,
+        data_dir,
+        _temp: Some(temp),
+        stop: Some(stop),
+        task: Some(task),
+    }
 }
 
 pub struct HttpResponse {
@@ -139,7 +180,8 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.text()))
     }
 
     pub fn text(&self) -> String {
@@ -147,24 +189,46 @@ impl HttpResponse {
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|value| value.to_str().unwrap().to_string())
+        self.headers
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_string())
     }
 }
 
 /// One HTTP/1.1 request on a fresh connection.
-pub async fn http(address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> HttpResponse {
+pub async fn http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> HttpResponse {
     let stream = TcpStream::connect(address).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
     tokio::spawn(connection);
-    let mut request = Request::builder().method(method).uri(path).header("host", address.to_string());
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", address.to_string());
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Full::new(Bytes::from(body.unwrap_or_default()))).unwrap();
-    let response = tokio::time::timeout(PATIENCE, sender.send_request(request)).await.expect("an answer in time").expect("a response");
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .unwrap();
+    let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
+        .await
+        .expect("an answer in time")
+        .expect("a response");
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("a body").to_bytes();
-    HttpResponse { status: parts.status, headers: parts.headers, body }
+    HttpResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 struct SpawnExecutor;
@@ -190,7 +254,12 @@ pub struct Refused {
 }
 
 impl Client {
-    pub async fn connect(address: SocketAddr, path: &str, origin: &str, cookie: Option<&str>) -> Result<Client, Refused> {
+    pub async fn connect(
+        address: SocketAddr,
+        path: &str,
+        origin: &str,
+        cookie: Option<&str>,
+    ) -> Result<Client, Refused> {
         let stream = TcpStream::connect(address).await.expect("connect");
         let mut request = Request::builder()
             .method("GET")
@@ -198,9 +267,15 @@ impl Client {
             .header("host", address.to_string())
             .header("upgrade", "websocket")
             .header("connection", "upgrade")
-            .header("sec-websocket-key", fastwebsockets::handshake::generate_key())
+            .header(
+                "sec-websocket-key",
+                fastwebsockets::handshake::generate_key(),
+            )
             .header("sec-websocket-version", "13")
-            .header("sec-websocket-protocol", "actioncable-v1-json, actioncable-unsupported")
+            .header(
+                "sec-websocket-protocol",
+                "actioncable-v1-json, actioncable-unsupported",
+            )
             .header("origin", origin);
         if let Some(cookie) = cookie {
             request = request.header("cookie", cookie);
@@ -208,13 +283,16 @@ impl Client {
         let request = request.body(http_body_util::Empty::<Bytes>::new()).unwrap();
         match fastwebsockets::handshake::client(&SpawnExecutor, request, stream).await {
             Ok((mut socket, response)) => {
-                assert_eq!(response.headers().get("sec-websocket-protocol").unwrap(), "actioncable-v1-json");
+                assert_eq!(
+                    response.headers().get("sec-websocket-protocol").unwrap(),
+                    "actioncable-v1-json"
+                );
                 socket.set_auto_pong(true);
                 Ok(Client { socket })
             }
-            Err(fastwebsockets::WebSocketError::InvalidStatusCode(status)) => {
-                Err(Refused { status: StatusCode::from_u16(status).ok() })
-            }
+            Err(fastwebsockets::WebSocketError::InvalidStatusCode(status)) => Err(Refused {
+                status: StatusCode::from_u16(status).ok(),
+            }),
             Err(error) => panic!("handshake failed: {error}"),
         }
     }
@@ -227,7 +305,10 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.socket.write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec()))).await.expect("send");
+        self.socket
+            .write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec())))
+            .await
+            .expect("send");
     }
 
     pub async fn send(&mut self, value: Value) {
@@ -235,21 +316,30 @@ impl Client {
     }
 
     pub async fn subscribe(&mut self, identifier: &str) -> Value {
-        self.send(json!({"command": "subscribe", "identifier": identifier})).await;
-        self.next_where(|frame| frame["identifier"] == identifier && frame.get("type").is_some()).await
+        self.send(json!({"command": "subscribe", "identifier": identifier}))
+            .await;
+        self.next_where(|frame| frame["identifier"] == identifier && frame.get("type").is_some())
+            .await
     }
 
     pub async fn perform(&mut self, identifier: &str, data: Value) {
-        self.send(json!({"command": "message", "identifier": identifier, "data": data.to_string()})).await;
+        self.send(
+            json!({"command": "message", "identifier": identifier, "data": data.to_string()}),
+        )
+        .await;
     }
 
     /// The next frame that is not a ping; `None` when the socket closed.
     pub async fn next(&mut self) -> Option<Value> {
         loop {
-            let frame = tokio::time::timeout(PATIENCE, self.socket.read_frame()).await.expect("a frame in time").ok()?;
+            let frame = tokio::time::timeout(PATIENCE, self.socket.read_frame())
+                .await
+                .expect("a frame in time")
+                .ok()?;
             match frame.opcode {
                 OpCode::Text => {
-                    let value: Value = serde_json::from_slice(&frame.payload).expect("server frames are JSON");
+                    let value: Value =
+                        serde_json::from_slice(&frame.payload).expect("server frames are JSON");
                     if value["type"] != "ping" {
                         return Some(value);
                     }
@@ -272,23 +362,31 @@ impl Client {
 
     /// The next channel event of `kind` (`message.type`).
     pub async fn event(&mut self, kind: &str) -> Value {
-        self.next_where(|frame| frame["message"]["type"] == kind).await["message"].clone()
+        self.next_where(|frame| frame["message"]["type"] == kind)
+            .await["message"]
+            .clone()
     }
 
     /// Reads until the server closes the socket; answers the close code and every frame seen before it.
     pub async fn closed(&mut self) -> (Option<u16>, Vec<Value>) {
         let mut seen = Vec::new();
         loop {
-            let frame = match tokio::time::timeout(PATIENCE, self.socket.read_frame()).await.expect("a frame in time") {
+            let frame = match tokio::time::timeout(PATIENCE, self.socket.read_frame())
+                .await
+                .expect("a frame in time")
+            {
                 Ok(frame) => frame,
                 Err(_) => return (None, seen),
             };
             match frame.opcode {
                 OpCode::Close => {
-                    let code = (frame.payload.len() >= 2).then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                    let code = (frame.payload.len() >= 2)
+                        .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
                     return (code, seen);
                 }
-                OpCode::Text => seen.push(serde_json::from_slice(&frame.payload).unwrap_or(Value::Null)),
+                OpCode::Text => {
+                    seen.push(serde_json::from_slice(&frame.payload).unwrap_or(Value::Null))
+                }
                 _ => {}
             }
         }
