@@ -304,6 +304,14 @@ impl Client {
         self
     }
 
+    /// Sends a frame; `false` when the socket is gone (the crash tests expect that).
+    pub async fn try_send_text(&mut self, text: &str) -> bool {
+        self.socket
+            .write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec())))
+            .await
+            .is_ok()
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.socket
             .write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec())))

@@ -6,4 +6,5 @@ mod helpers;
 mod abuse;
 mod access;
 mod chat;
+mod crash;
 mod faults;
