@@ -109,6 +109,8 @@ pub struct LimitsConfig {
     pub conversations_per_hour: u32,
     /// Failed logins one IP address may make per 15 minutes before it must wait.
     pub login_failures: u32,
+    /// Seconds a socket may stay open without subscribing to a channel.
+    pub idle_socket_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -196,6 +198,7 @@ impl Default for LimitsConfig {
             messages_per_minute: 30,
             conversations_per_hour: 20,
             login_failures: 5,
+            idle_socket_seconds: 30,
         }
     }
 }
@@ -294,7 +297,9 @@ impl Origin {
     pub fn host(&self) -> &str {
         let rest = self.0.split_once("://").map_or("", |(_, rest)| rest);
         match rest.rsplit_once(':') {
-            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) && !host.is_empty() => host,
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) && !host.is_empty() => {
+                host
+            }
             _ => rest,
         }
     }
@@ -355,7 +360,10 @@ impl Config {
             .read_to_string(&mut text)
             .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
         if text.len() as u64 > MAX_CONFIG_BYTES {
-            anyhow::bail!("{} is larger than 256 KiB; is it really natter's config?", path.display());
+            anyhow::bail!(
+                "{} is larger than 256 KiB; is it really natter's config?",
+                path.display()
+            );
         }
         Config::parse(&text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
     }
@@ -368,9 +376,9 @@ impl Config {
     fn apply_environment(&mut self, environment: &HashMap<String, String>) -> anyhow::Result<()> {
         let get = |name: &str| environment.get(name).filter(|value| !value.is_empty());
         if let Some(listen) = get("NATTER_LISTEN") {
-            self.server.listen = listen
-                .parse()
-                .map_err(|_| anyhow::anyhow!("NATTER_LISTEN={listen:?} is not an address like 127.0.0.1:3100"))?;
+            self.server.listen = listen.parse().map_err(|_| {
+                anyhow::anyhow!("NATTER_LISTEN={listen:?} is not an address like 127.0.0.1:3100")
+            })?;
         }
         if let Some(data_dir) = get("NATTER_DATA_DIR") {
             self.server.data_dir = PathBuf::from(data_dir);
@@ -398,7 +406,8 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    /// Checks what the types cannot say; `load` calls it, and `natter --init` before it writes a config.
+    pub fn validate(&self) -> anyhow::Result<()> {
         if !self.server.public_url.is_empty() {
             Origin::parse(&self.server.public_url)
                 .map_err(|error| anyhow::anyhow!("server.public_url: {error}"))?;
@@ -406,7 +415,9 @@ impl Config {
         if self.admin.username.trim().is_empty() || self.admin.username.len() > 64 {
             anyhow::bail!("admin.username must be 1 to 64 characters");
         }
-        if !self.admin.password_hash.is_empty() && !self.admin.password_hash.starts_with("$argon2id$") {
+        if !self.admin.password_hash.is_empty()
+            && !self.admin.password_hash.starts_with("$argon2id$")
+        {
             anyhow::bail!(
                 "admin.password_hash must be an argon2id hash ($argon2id$...); run `natter --init` to make one"
             );
@@ -432,12 +443,19 @@ impl Config {
             }
         }
         if self.limits.max_connections == 0 || self.limits.max_connections_per_ip == 0 {
-            anyhow::bail!("limits.max_connections and limits.max_connections_per_ip must be at least 1");
+            anyhow::bail!(
+                "limits.max_connections and limits.max_connections_per_ip must be at least 1"
+            );
         }
         if self.tls.mode == TlsMode::Files
             && (self.tls.cert.as_os_str().is_empty() || self.tls.key.as_os_str().is_empty())
         {
-            anyhow::bail!("tls.mode = \"files\" needs tls.cert and tls.key (PEM files, e.g. from certbot)");
+            anyhow::bail!(
+                "tls.mode = \"files\" needs tls.cert and tls.key (PEM files, e.g. from certbot)"
+            );
+        }
+        if self.tls.mode == TlsMode::Off && self.tls.redirect_listen.is_some() {
+            anyhow::bail!("tls.redirect_listen redirects to HTTPS, which needs tls.mode = \"self-signed\" or \"files\"");
         }
         if !(self.push.subject.starts_with("mailto:") || self.push.subject.starts_with("https:")) {
             anyhow::bail!("push.subject must start with mailto: or https:");
@@ -450,7 +468,11 @@ impl Config {
         if let Ok(origin) = Origin::parse(&self.server.public_url) {
             return origin;
         }
-        let scheme = if self.tls.mode == TlsMode::Off { "http" } else { "https" };
+        let scheme = if self.tls.mode == TlsMode::Off {
+            "http"
+        } else {
+            "https"
+        };
         let host = if bound.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else {
@@ -459,7 +481,8 @@ impl Config {
                 IpAddr::V4(ip) => ip.to_string(),
             }
         };
-        Origin::parse(&format!("{scheme}://{host}:{}", bound.port())).expect("a bound address is an origin")
+        Origin::parse(&format!("{scheme}://{host}:{}", bound.port()))
+            .expect("a bound address is an origin")
     }
 }
 
@@ -476,7 +499,9 @@ mod tests {
         for line in rendered.lines().filter(|line| line.contains(" = ")) {
             let key = line.split(" = ").next().unwrap();
             assert!(
-                text.lines().any(|example| example.trim_start_matches("# ").starts_with(&format!("{key} = "))),
+                text.lines().any(|example| example
+                    .trim_start_matches("# ")
+                    .starts_with(&format!("{key} = "))),
                 "config.example.toml does not document {key}"
             );
         }
@@ -490,26 +515,54 @@ mod tests {
 
     #[test]
     fn origins_are_normalized_and_strict() {
-        assert_eq!(Origin::parse("HTTPS://Blog.Example.com:443/").unwrap().as_str(), "https://blog.example.com");
-        assert_eq!(Origin::parse("http://127.0.0.1:8080").unwrap().as_str(), "http://127.0.0.1:8080");
+        assert_eq!(
+            Origin::parse("HTTPS://Blog.Example.com:443/")
+                .unwrap()
+                .as_str(),
+            "https://blog.example.com"
+        );
+        assert_eq!(
+            Origin::parse("http://127.0.0.1:8080").unwrap().as_str(),
+            "http://127.0.0.1:8080"
+        );
         assert_eq!(Origin::parse("http://[::1]:8080").unwrap().host(), "[::1]");
-        for bad in ["null", "blog.example.com", "ftp://x", "https://a.com/path", "https://u@a.com", "https://", "https://a.com:99999"] {
+        for bad in [
+            "null",
+            "blog.example.com",
+            "ftp://x",
+            "https://a.com/path",
+            "https://u@a.com",
+            "https://",
+            "https://a.com:99999",
+        ] {
             assert!(Origin::parse(bad).is_err(), "{bad} must be refused");
         }
-        assert_ne!(Origin::parse("https://example.com.evil.net").unwrap(), Origin::parse("https://example.com").unwrap());
+        assert_ne!(
+            Origin::parse("https://example.com.evil.net").unwrap(),
+            Origin::parse("https://example.com").unwrap()
+        );
     }
 
     #[test]
     fn environment_overrides_the_file_and_flags_override_both() {
         let environment = HashMap::from([
             ("NATTER_LISTEN".to_string(), "127.0.0.1:4000".to_string()),
-            ("NATTER_ALLOWED_ORIGINS".to_string(), "https://a.com, http://b.org:81".to_string()),
+            (
+                "NATTER_ALLOWED_ORIGINS".to_string(),
+                "https://a.com, http://b.org:81".to_string(),
+            ),
         ]);
-        let overrides = Overrides { listen: Some("127.0.0.1:5000".parse().unwrap()), data_dir: None };
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:5000".parse().unwrap()),
+            data_dir: None,
+        };
         let config = Config::load(None, &environment, &overrides).unwrap();
         assert_eq!(config.server.listen.port(), 5000);
         assert_eq!(config.widget.allowed_origins.len(), 2);
         let bad = HashMap::from([("NATTER_LISTEN".to_string(), "nope".to_string())]);
-        assert!(Config::load(None, &bad, &Overrides::default()).unwrap_err().to_string().contains("NATTER_LISTEN"));
+        assert!(Config::load(None, &bad, &Overrides::default())
+            .unwrap_err()
+            .to_string()
+            .contains("NATTER_LISTEN"));
     }
 }

@@ -17,16 +17,19 @@
 //! The modules, one per noun: `config` (the settings), `store` (redb behind typed methods), `hub` (who is connected),
 //! `protocol` (ActionCable frames, pure), `cable` (one socket's loop), `channels` (what each action does), `routes`
 //! (the one routing table), `auth` (passwords, sessions), `assets` (the embedded web side), `throttle` (rate limits),
-//! `metrics`, `error` (the one catalog of client errors), `server` (listener and shutdown), `app` (shared state).
+//! `metrics`, `error` (the one catalog of client errors), `server` (listener and shutdown), `app` (shared state),
+//! `tls` (certificates and reload), `init` (the `--init` wizard), `backup` (backup, export, the control socket).
 
 pub mod app;
 pub mod assets;
 pub mod auth;
+pub mod backup;
 pub mod cable;
 pub mod channels;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod init;
 pub mod metrics;
 pub mod protocol;
 pub mod routes;
@@ -34,3 +37,4 @@ pub mod server;
 pub mod store;
 pub mod throttle;
 pub mod timestamp;
+pub mod tls;

@@ -1,27 +1,114 @@
-//! The `natter` command: parse the flags, load the config, run the server until SIGTERM or Ctrl-C.
+//! The `natter` command: parse the flags, then serve, run the `--init` wizard, take a backup or export.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 use natter::auth::PasswordSource;
-use natter::config::{Config, Overrides};
+use natter::backup::{self, ExportFormat, Source};
+use natter::config::{Config, Overrides, TlsMode};
+use natter::init::{self, InitOptions};
 use natter::server::Server;
+
+/// `natter --version`: the version, then when and for what it was built (set by build.rs), then what it can do.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nbuilt ",
+    env!("NATTER_BUILD_DATE"),
+    " for ",
+    env!("NATTER_BUILD_TARGET"),
+    " (",
+    env!("NATTER_BUILD_LINKAGE"),
+    "), ",
+    env!("NATTER_BUILD_RUSTC"),
+    env!("NATTER_BUILD_COMMIT"),
+    "\nfeatures: ",
+    env!("NATTER_BUILD_FEATURES"),
+);
 
 /// Live chat for your static blog: one binary, one file of data.
 #[derive(Parser, Debug)]
-#[command(name = "natter", version, about)]
+#[command(name = "natter", version, long_version = LONG_VERSION, about)]
 struct Cli {
-    /// The config file (TOML). Without one, natter runs with its defaults on http://127.0.0.1:3100.
-    #[arg(long, value_name = "PATH", env = "NATTER_CONFIG")]
+    /// The config file (TOML). Without one, natter runs with its defaults on http://127.0.0.1:3100. With --init, where
+    /// the new config is written (default: ./natter.toml).
+    #[arg(long, value_name = "PATH", env = "NATTER_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// The address to listen on, e.g. 0.0.0.0:443 (overrides server.listen).
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
     /// Where the store and keys live (overrides server.data_dir).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
+
+    /// Write a config: asks on a terminal, or takes the flags below with --non-interactive.
+    #[arg(long)]
+    init: bool,
+    /// With --init: take every answer from flags and defaults, ask nothing.
+    #[arg(long, requires = "init")]
+    non_interactive: bool,
+    /// With --init: replace an existing config.
+    #[arg(long, requires = "init")]
+    force: bool,
+    /// With --init: the URL browsers reach natter at, e.g. https://chat.example.com.
+    #[arg(long, value_name = "URL", requires = "init")]
+    public_url: Option<String>,
+    /// With --init: off (plain HTTP or behind a proxy), self-signed, or files (PEM, e.g. from certbot).
+    #[arg(long, value_name = "MODE", requires = "init")]
+    tls: Option<TlsArg>,
+    /// With --init --tls files: the PEM certificate chain.
+    #[arg(long, value_name = "PATH", requires = "init")]
+    cert: Option<PathBuf>,
+    /// With --init --tls files: the PEM private key.
+    #[arg(long, value_name = "PATH", requires = "init")]
+    key: Option<PathBuf>,
+    /// With --init: a plain-HTTP address that redirects to HTTPS, e.g. 0.0.0.0:80.
+    #[arg(long, value_name = "ADDR", requires = "init")]
+    redirect_listen: Option<std::net::SocketAddr>,
+    /// With --init: the dashboard's user name (default admin).
+    #[arg(long, value_name = "NAME", requires = "init")]
+    admin_user: Option<String>,
+    /// With --init: a file holding the admin password on its first line (kept only as an argon2id hash).
+    #[arg(long, value_name = "FILE", requires = "init")]
+    admin_password_file: Option<PathBuf>,
+    /// With --init: an origin of a site that embeds the chat, e.g. https://blog.example.com (repeatable).
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", requires = "init")]
+    allowed_origins: Vec<String>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a consistent copy of the store to FILE, also while natter runs (through its control socket).
+    /// Restore: stop natter, copy FILE to <data_dir>/natter.redb, start natter.
+    Backup {
+        /// Where the copy goes; replaced in one step when the copy is complete and checked.
+        file: PathBuf,
+    },
+    /// Print every conversation and message, as JSON or CSV, to standard output (or --output).
+    Export {
+        #[arg(long, value_name = "FORMAT", default_value = "json")]
+        format: FormatArg,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TlsArg {
+    Off,
+    SelfSigned,
+    Files,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FormatArg {
+    Json,
+    Csv,
 }
 
 fn main() -> ExitCode {
@@ -36,21 +123,117 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.init {
+        let options = init_options(&cli);
+        init::run(&options)?;
+        return Ok(());
+    }
     let environment: HashMap<String, String> = std::env::vars().collect();
-    let overrides = Overrides { listen: cli.listen, data_dir: cli.data_dir.clone() };
+    let overrides = Overrides {
+        listen: cli.listen,
+        data_dir: cli.data_dir.clone(),
+    };
     let config = Config::load(cli.config.as_deref(), &environment, &overrides)?;
-    init_logging(&config.server.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(config, environment.get("NATTER_ADMIN_PASSWORD").map(String::as_str)))
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        None => {
+            init_logging(&config.server.log);
+            runtime.block_on(serve(
+                config,
+                environment.get("NATTER_ADMIN_PASSWORD").map(String::as_str),
+            ))
+        }
+        Some(Command::Backup { file }) => {
+            init_logging("warn");
+            let report = runtime.block_on(backup::backup(&config, &file))?;
+            let source = match report.source {
+                Source::Server => "from the running server",
+                Source::StoreFile => "from the store file (no server was running)",
+            };
+            eprintln!(
+                "natter: backup written to {} ({} bytes, {} conversations, {} messages), {source}",
+                file.display(),
+                report.bytes,
+                report.conversations,
+                report.messages
+            );
+            Ok(())
+        }
+        Some(Command::Export { format, output }) => {
+            init_logging("warn");
+            let format = match format {
+                FormatArg::Json => ExportFormat::Json,
+                FormatArg::Csv => ExportFormat::Csv,
+            };
+            let report = match &output {
+                Some(path) => {
+                    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+                    runtime.block_on(backup::export(&config, format, &mut file))?
+                }
+                None => {
+                    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+                    runtime.block_on(backup::export(&config, format, &mut stdout))?
+                }
+            };
+            eprintln!(
+                "natter: exported {} conversations, {} messages",
+                report.conversations, report.messages
+            );
+            Ok(())
+        }
+    }
+}
+
+fn init_options(cli: &Cli) -> InitOptions {
+    InitOptions {
+        non_interactive: cli.non_interactive,
+        force: cli.force,
+        config_path: cli
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("natter.toml")),
+        public_url: cli.public_url.clone(),
+        listen: cli.listen,
+        tls: cli.tls.map(|mode| match mode {
+            TlsArg::Off => TlsMode::Off,
+            TlsArg::SelfSigned => TlsMode::SelfSigned,
+            TlsArg::Files => TlsMode::Files,
+        }),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+        redirect_listen: cli.redirect_listen,
+        admin_user: cli.admin_user.clone(),
+        admin_password_file: cli.admin_password_file.clone(),
+        allowed_origins: cli.allowed_origins.clone(),
+        data_dir: cli.data_dir.clone(),
+    }
 }
 
 async fn serve(config: Config, environment_password: Option<&str>) -> anyhow::Result<()> {
     let server = Server::build(config, environment_password).await?;
     let app = server.app().clone();
     let bound = server.local_addr();
-    let scheme = if app.public_origin.is_https() { "https" } else { "http" };
+    let scheme = if server.tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!("natter listening on {scheme}://{bound}");
-    println!("dashboard: {}/admin/  (user {:?})", app.public_origin, app.config.admin.username);
+    if let Some(redirect) = server.redirect_addr() {
+        println!("redirecting http://{redirect} to {}", app.public_origin);
+    }
+    if let Some(warning) = server
+        .tls()
+        .and_then(|tls| natter::server::self_signed_warning(tls))
+    {
+        println!("{warning}");
+    }
+    println!(
+        "dashboard: {}/admin/  (user {:?})",
+        app.public_origin, app.config.admin.username
+    );
     match server.password_source() {
         PasswordSource::Generated(password) => println!(
             "admin password (shown once, stored hashed): {password}\n  set NATTER_ADMIN_PASSWORD or run natter --init to choose your own"
@@ -58,7 +241,10 @@ async fn serve(config: Config, environment_password: Option<&str>) -> anyhow::Re
         PasswordSource::Stored => println!("admin password: the one printed at first start (or set NATTER_ADMIN_PASSWORD)"),
         PasswordSource::Config | PasswordSource::Environment => {}
     }
-    println!("widget: <script src=\"{}/widget.js\" defer></script>", app.public_origin);
+    println!(
+        "widget: <script src=\"{}/widget.js\" defer></script>",
+        app.public_origin
+    );
     server.run_until_stopped(shutdown_signal()).await
 }
 
@@ -66,8 +252,9 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler works");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler works");
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
@@ -81,5 +268,8 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -1,9 +1,14 @@
-//! The listener and the life of the process: bind, accept, serve HTTP/1.1 with timeouts, shut down cleanly.
+//! The listener and the life of the process: bind, accept, serve HTTP/1.1 (plain or over TLS) with timeouts, shut
+//! down cleanly.
 //!
 //! `Server::build` binds first and reports the real address (tests bind port 0), then `run_until_stopped` serves
 //! until the shutdown future resolves. On shutdown natter stops accepting, tells every socket `server_restart` (the
 //! clients reconnect and `sync`), lets HTTP requests in flight finish, and then closes the store after its writer has
 //! committed everything queued, so nothing acknowledged is lost and nothing half-written is left.
+//!
+//! Beside the main listener: with TLS on, an optional plain-HTTP listener (`tls.redirect_listen`) that answers every
+//! request with a redirect to the HTTPS public URL; and always the control socket in the data dir, through which
+//! `natter backup` takes a consistent copy of the running store (see `backup`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,16 +16,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
 
 use crate::app::App;
 use crate::auth::PasswordSource;
-use crate::config::Config;
+use crate::backup;
+use crate::config::{Config, Origin, TlsMode};
 use crate::routes;
+use crate::tls::{Tls, HANDSHAKE_TIMEOUT};
 
 /// A client must send its request headers within this time, and an idle keep-alive connection is closed after it:
 /// hyper has no timeout of its own, and without one a slow client holds a connection forever.
@@ -32,30 +43,70 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Server {
     listener: TcpListener,
+    /// The plain-HTTP listener that redirects to HTTPS, when `tls.redirect_listen` is set.
+    redirect: Option<TcpListener>,
+    /// The control socket in the data dir (`natter backup`).
+    control: UnixListener,
+    /// `None` when `tls.mode` is `off`.
+    tls: Option<Arc<Tls>>,
     app: Arc<App>,
     shutdown: watch::Sender<bool>,
     password_source: PasswordSource,
 }
 
 impl Server {
-    /// Binds `server.listen`, opens the store and settles the admin password.
-    pub async fn build(config: Config, environment_password: Option<&str>) -> anyhow::Result<Server> {
+    /// Binds `server.listen` (and `tls.redirect_listen`), opens the store, settles the admin password, prepares TLS.
+    pub async fn build(
+        config: Config,
+        environment_password: Option<&str>,
+    ) -> anyhow::Result<Server> {
         let listen = config.server.listen;
         let listener = TcpListener::bind(listen).await.map_err(|error| {
             anyhow::anyhow!("cannot listen on {listen}: {error}; choose another address with --listen or server.listen")
         })?;
+        let redirect = match config.tls.redirect_listen {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
+                anyhow::anyhow!("cannot listen on {address} for the HTTPS redirect: {error}; change tls.redirect_listen")
+            })?),
+            None => None,
+        };
         let bound = listener.local_addr()?;
         let (shutdown, watcher) = watch::channel(false);
-        let (app, password_source) = App::build(config, bound, environment_password, watcher).await?;
-        Ok(Server { listener, app, shutdown, password_source })
+        let (app, password_source) =
+            App::build(config, bound, environment_password, watcher).await?;
+        let tls = Tls::from_config(&app.config, &app.public_origin, bound)?.map(Arc::new);
+        // After the store is open: holding it proves no other natter uses this data dir, so a stale socket may go.
+        let control = backup::bind_control(&app.config.server.data_dir)?;
+        Ok(Server {
+            listener,
+            redirect,
+            control,
+            tls,
+            app,
+            shutdown,
+            password_source,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The address of the HTTP→HTTPS redirect listener, when there is one.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     pub fn app(&self) -> &Arc<App> {
         &self.app
+    }
+
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
     }
 
     pub fn password_source(&self) -> &PasswordSource {
@@ -64,14 +115,37 @@ impl Server {
 
     /// Serves until `signal` resolves, then shuts down as described above.
     pub async fn run_until_stopped(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Server { listener, app, shutdown, .. } = self;
+        let Server {
+            listener,
+            redirect,
+            control,
+            tls,
+            app,
+            shutdown,
+            ..
+        } = self;
         let requests = Arc::new(AtomicUsize::new(0));
+        if let Some(tls) = &tls {
+            tls.spawn_reloader(app.shutdown.clone());
+        }
+        if let Some(redirect) = redirect {
+            tokio::spawn(serve_redirects(
+                redirect,
+                app.public_origin.clone(),
+                app.shutdown.clone(),
+            ));
+        }
+        let control_task = tokio::spawn(backup::serve_control(
+            app.clone(),
+            control,
+            app.shutdown.clone(),
+        ));
         tokio::pin!(signal);
         loop {
             tokio::select! {
                 () = &mut signal => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => serve_connection(&app, &requests, stream, peer),
+                    Ok((stream, peer)) => accept_connection(&app, tls.as_ref(), &requests, stream, peer),
                     // Out of file descriptors, or a connection reset before accept: wait a moment and go on, instead of
                     // spinning on the error.
                     Err(error) => {
@@ -84,8 +158,12 @@ impl Server {
         drop(listener);
         tracing::info!("shutting down: closing sockets and draining the store");
         let _ = shutdown.send(true);
+        let _ = control_task.await;
         let sockets_closed = async {
-            while app.hub.open_visitor_sockets.load(Ordering::Relaxed) + app.hub.open_admin_sockets.load(Ordering::Relaxed) > 0 {
+            while app.hub.open_visitor_sockets.load(Ordering::Relaxed)
+                + app.hub.open_admin_sockets.load(Ordering::Relaxed)
+                > 0
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
@@ -102,12 +180,44 @@ impl Server {
     }
 }
 
-/// Serves one TCP connection. `open` counts the HTTP connections alive, so shutdown can wait for them; on shutdown a
-/// connection finishes the request in flight and closes (an upgraded socket is closed by its own writer).
-fn serve_connection(app: &Arc<App>, open: &Arc<AtomicUsize>, stream: TcpStream, peer: SocketAddr) {
+/// Takes one accepted TCP connection: over TLS, the handshake runs in the connection's own task (with a timeout,
+/// so the accept loop never waits on a slow client), then the same HTTP serving as plain TCP.
+fn accept_connection(
+    app: &Arc<App>,
+    tls: Option<&Arc<Tls>>,
+    open: &Arc<AtomicUsize>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let _ = stream.set_nodelay(true);
-    let mut shutdown = app.shutdown.clone();
     let app = app.clone();
+    let open = open.clone();
+    open.fetch_add(1, Ordering::Relaxed);
+    let Some(tls) = tls else {
+        tokio::spawn(async move {
+            serve_http(app, TokioIo::new(stream), peer).await;
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+        return;
+    };
+    let acceptor = tls.acceptor().clone();
+    tokio::spawn(async move {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => serve_http(app, TokioIo::new(stream), peer).await,
+            Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+        open.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// Serves HTTP/1.1 on one connection until it ends; on shutdown the connection finishes the request in flight and
+/// closes (an upgraded socket is closed by its own writer).
+async fn serve_http<I>(app: Arc<App>, io: I, peer: SocketAddr)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut shutdown = app.shutdown.clone();
     let service = service_fn(move |request| {
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(routes::handle(app, request, peer).await) }
@@ -117,22 +227,78 @@ fn serve_connection(app: &Arc<App>, open: &Arc<AtomicUsize>, stream: TcpStream, 
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEADER_BUFFER)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(io, service)
         .with_upgrades();
-    let open = open.clone();
-    open.fetch_add(1, Ordering::Relaxed);
-    tokio::spawn(async move {
-        tokio::pin!(connection);
-        let result = tokio::select! {
-            result = connection.as_mut() => result,
-            () = async { drop(shutdown.wait_for(|stopping| *stopping).await) } => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        };
-        open.fetch_sub(1, Ordering::Relaxed);
-        if let Err(error) = result {
-            tracing::debug!(%error, %peer, "HTTP connection ended with an error");
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = async { drop(shutdown.wait_for(|stopping| *stopping).await) } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
         }
-    });
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, %peer, "HTTP connection ended with an error");
+    }
+}
+
+/// The plain-HTTP listener of `tls.redirect_listen`: every request gets a permanent redirect to the same path on the
+/// HTTPS public URL. Nothing else is served in the clear, so a cookie never travels without TLS.
+async fn serve_redirects(
+    listener: TcpListener,
+    public_origin: Origin,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let public_origin = Arc::new(public_origin);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = async { drop(shutdown.wait_for(|stopping| *stopping).await) } => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let public_origin = public_origin.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let public_origin = public_origin.clone();
+            async move { Ok::<_, std::convert::Infallible>(redirect_response(&public_origin, &request)) }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BUFFER)
+            .keep_alive(false)
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(connection);
+    }
+}
+
+/// 308 keeps the method and body; the location is the public origin (never the request's `Host`, which the client
+/// chooses) plus the request's path and query.
+fn redirect_response(public_origin: &Origin, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |path| path.as_str());
+    let path = if path.starts_with('/') { path } else { "/" };
+    Response::builder()
+        .status(StatusCode::PERMANENT_REDIRECT)
+        .header(header::LOCATION, format!("{public_origin}{path}"))
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Full::new(Bytes::new()))
+        .expect("valid response")
+}
+
+/// The warning mode `self-signed` prints at start: browsers will not trust the certificate.
+pub fn self_signed_warning(tls: &Tls) -> Option<String> {
+    (tls.mode() == TlsMode::SelfSigned).then(|| {
+        format!(
+            "TLS: self-signed certificate {} (SHA-256 {}).\n  Browsers will warn until it is accepted by hand; for visitors use tls.mode = \"files\" with a real certificate.",
+            tls.cert_path().display(),
+            tls.fingerprint()
+        )
+    })
 }
