@@ -54,8 +54,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// A socket must subscribe within this time, or it is only holding a slot.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Reader<'a> = WebSocketRead<&'a mut ReadHalf<TokioIo<Upgraded>>>;
 type Writer = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
@@ -334,6 +332,10 @@ async fn read_loop(
     // Frames of a fragmented message, joined here (not by fastwebsockets' collector, which has no size limit).
     let mut fragments: Vec<u8> = Vec::new();
     let mut fragmented = false;
+    // A socket must subscribe by this deadline (counted from the upgrade, not reset by other frames), or it is only
+    // holding a slot.
+    let subscribe_by = tokio::time::Instant::now()
+        + Duration::from_secs(connection.app().config.limits.idle_socket_seconds);
     let mut obliged = |frame: Frame<'_>| {
         let queue = queue.clone();
         let control = Outbound::Control(frame.opcode, frame.payload.to_vec());
@@ -348,7 +350,8 @@ async fn read_loop(
         let read = if connection.is_subscribed() {
             reader.read_frame(&mut obliged).await
         } else {
-            match tokio::time::timeout(SUBSCRIBE_TIMEOUT, reader.read_frame(&mut obliged)).await {
+            // Dropping an unfinished `read_frame` is fine here: on timeout the socket is closed.
+            match tokio::time::timeout_at(subscribe_by, reader.read_frame(&mut obliged)).await {
                 Ok(read) => read,
                 Err(_) => return Some((1008, "subscribe_timeout")),
             }

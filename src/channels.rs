@@ -47,6 +47,10 @@ impl Connection {
         Connection { app, identity, outlet, ip, visitor_subscription: None, admin_subscription: None, page: None }
     }
 
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
     pub fn is_subscribed(&self) -> bool {
         self.visitor_subscription.is_some() || self.admin_subscription.is_some()
     }

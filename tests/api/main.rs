@@ -8,3 +8,4 @@ mod access;
 mod chat;
 mod crash;
 mod faults;
+mod limits;
