@@ -8,4 +8,5 @@ mod access;
 mod chat;
 mod crash;
 mod faults;
+mod ops;
 mod limits;
