@@ -1,0 +1,430 @@
+//! The `natter` command as an operator meets it: `--init` on a terminal (a real pseudo-terminal) and from flags, the
+//! config it writes starting a server that answers over TLS, the refusals, and `--version`.
+//!
+//! These tests run the real binary. The pseudo-terminal comes from Python's `pty` module (CPython is on every
+//! machine natter is built on), driven by a short script that waits for each prompt before it types the answer.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::PasswordVerifier;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use natter::config::{Config, TlsMode};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+const NATTER: &str = env!("CARGO_BIN_EXE_natter");
+const PASSWORD: &str = "a long and secret password";
+/// How long a step may take on a loaded machine before the test gives up.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn natter() -> Command {
+    let mut command = Command::new(NATTER);
+    command
+        .env_remove("NATTER_CONFIG")
+        .env_remove("NATTER_ADMIN_PASSWORD")
+        .env_remove("RUST_LOG");
+    command
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn verifies(hash: &str, password: &str) -> bool {
+    let parsed = argon2::PasswordHash::new(hash).expect("a PHC string");
+    argon2::Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok()
+}
+
+/// A natter server process, killed when dropped.
+struct Running {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Running {
+    /// Starts `natter --config PATH` and waits for the line that says where it listens.
+    fn start(config: &Path) -> Running {
+        let mut child = natter()
+            .args(["--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("natter starts");
+        let stdout = child.stdout.take().unwrap();
+        let (found, address) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix("natter listening on ") {
+                    let _ = found.send(address.to_string());
+                }
+            }
+        });
+        let address = address
+            .recv_timeout(PATIENCE)
+            .expect("natter says where it listens");
+        let address = address.split_once("://").unwrap().1.parse().unwrap();
+        Running { child, address }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTPS request to `address` as `localhost`, trusting exactly the certificate in `trusted_pem`.
+async fn https(
+    address: SocketAddr,
+    trusted_pem: &Path,
+    request: Request<Full<Bytes>>,
+) -> (StatusCode, http::HeaderMap, String) {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(trusted_pem).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), stream)
+        .await
+        .expect("a TLS handshake with the certificate natter made");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn init_from_flags_writes_a_private_config_that_starts_a_server_answering_over_tls() {
+    let temp = tempfile::tempdir().unwrap();
+    let config_path = temp.path().join("natter.toml");
+    let password_file = temp.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let data_dir = temp.path().join("data");
+    let init = |extra: &[&str]| {
+        natter()
+            .args([
+                "--init",
+                "--non-interactive",
+                "--config",
+                config_path.to_str().unwrap(),
+            ])
+            .args([
+                "--public-url",
+                "https://localhost",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls",
+                "self-signed",
+            ])
+            .args([
+                "--admin-user",
+                "owner",
+                "--admin-password-file",
+                password_file.to_str().unwrap(),
+            ])
+            .args([
+                "--allowed-origin",
+                "https://blog.example.com",
+                "--allowed-origin",
+                "https://www.example.com",
+            ])
+            .args(["--data-dir", data_dir.to_str().unwrap()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let output = init(&[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.contains(r#"<script src="https://localhost/widget.js" defer></script>"#),
+        "{said}"
+    );
+    assert!(said.contains("systemctl enable --now natter"), "{said}");
+    assert_eq!(
+        mode(&config_path),
+        0o600,
+        "the config holds the password hash"
+    );
+    let config = Config::parse(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    assert_eq!(config.tls.mode, TlsMode::SelfSigned);
+    assert_eq!(config.admin.username, "owner");
+    assert_eq!(config.widget.allowed_origins.len(), 2);
+    assert!(
+        verifies(&config.admin.password_hash, PASSWORD),
+        "the hash is of the password in the file, newline trimmed"
+    );
+    assert!(!std::fs::read_to_string(&config_path)
+        .unwrap()
+        .contains(PASSWORD));
+
+    // Never over an existing config without --force.
+    let again = init(&[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let forced = init(&["--force"]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert_eq!(mode(&config_path), 0o600);
+
+    let server = Running::start(&config_path);
+    let certificate = data_dir.join("tls/self-signed.crt");
+    let health = Request::get("/healthz")
+        .header("host", "localhost")
+        .body(Full::default())
+        .unwrap();
+    let (status, _, body) = https(server.address, &certificate, health).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let login = Request::post("/auth/login")
+        .header("host", "localhost")
+        .header("origin", "https://localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::json!({"username": "owner", "password": PASSWORD}).to_string(),
+        )))
+        .unwrap();
+    let (status, headers, body) = https(server.address, &certificate, login).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let cookie = headers.get("set-cookie").unwrap().to_str().unwrap();
+    assert!(
+        cookie.contains("Secure"),
+        "a session cookie over https is Secure: {cookie}"
+    );
+}
+
+#[test]
+fn init_refuses_without_a_terminal_and_says_what_to_do() {
+    let temp = tempfile::tempdir().unwrap();
+    let config_path = temp.path().join("natter.toml");
+    let output = natter()
+        .args(["--init", "--config", config_path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("run natter --init on a terminal")
+            || said.contains("Run natter --init on a terminal"),
+        "{said}"
+    );
+    assert!(
+        said.contains("--non-interactive") && said.contains("--public-url"),
+        "{said}"
+    );
+    assert!(!config_path.exists(), "nothing is written");
+
+    let output = natter()
+        .args([
+            "--init",
+            "--non-interactive",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--public-url",
+            "https://chat.example.com",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--admin-password-file"));
+    assert!(!config_path.exists());
+}
+
+/// Drives `natter --init` on a pseudo-terminal: waits for each prompt, types the answer; answers the transcript.
+fn wizard_on_a_terminal(config_path: &Path, steps: &[(&str, &str)]) -> (bool, String) {
+    let driver = r#"
+import json, os, pty, select, sys, time
+steps = json.loads(sys.argv[1])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+seen = b""
+position = 0
+def read(deadline):
+    global seen
+    ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.time()))
+    if not ready:
+        return False
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        return False
+    if not chunk:
+        return False
+    seen += chunk
+    return True
+for prompt, answer in steps:
+    deadline = time.time() + 60
+    while prompt.encode() not in seen[position:]:
+        if time.time() > deadline or not read(deadline):
+            sys.stdout.write(seen.decode(errors="replace"))
+            sys.stdout.write("\n[driver] never saw the prompt: " + prompt + "\n")
+            sys.exit(90)
+    position = seen.index(prompt.encode(), position) + len(prompt)
+    # A person reads the prompt before typing; the pause also keeps the answer from arriving before the program
+    # has switched the terminal to no-echo for a password.
+    time.sleep(0.2)
+    os.write(fd, answer.encode() + b"\n")
+deadline = time.time() + 60
+while read(deadline):
+    pass
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(seen.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let steps = serde_json::to_string(steps).unwrap();
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            driver,
+            &steps,
+            NATTER,
+            "--init",
+            "--config",
+            config_path.to_str().unwrap(),
+        ])
+        .env_remove("NATTER_CONFIG")
+        .output()
+        .expect("python3 runs (it provides the pseudo-terminal)");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_wizard_on_a_terminal_shows_defaults_hides_the_password_and_asks_again_when_they_differ() {
+    let temp = tempfile::tempdir().unwrap();
+    let config_path = temp.path().join("natter.toml");
+    let data_dir = temp.path().join("data");
+    let steps = [
+        ("Public URL of natter (what browsers will open, e.g. https://chat.example.com) [http://127.0.0.1:3100]: ", "https://chat.example.com"),
+        ("Address to listen on [0.0.0.0:443]: ", ""),
+        ("[self-signed]: ", ""),
+        ("Plain-HTTP address that redirects to HTTPS (\"none\" for no redirect) [0.0.0.0:80]: ", ""),
+        ("Admin user name [admin]: ", "owner"),
+        ("Admin password (not shown): ", "short"),
+        ("Admin password (not shown): ", PASSWORD),
+        ("The same password again: ", "a different password"),
+        ("Admin password (not shown): ", PASSWORD),
+        ("The same password again: ", PASSWORD),
+        ("comma-separated, or none) [https://example.com]: ", "https://example.com, https://www.example.com"),
+        ("Data directory (the store and the keys) [", data_dir.to_str().unwrap()),
+    ];
+    let (ok, transcript) = wizard_on_a_terminal(&config_path, &steps);
+    assert!(ok, "the wizard failed:\n{transcript}");
+    assert!(
+        !transcript.contains(PASSWORD),
+        "the password is never echoed:\n{transcript}"
+    );
+    assert!(
+        transcript.contains("at least 10 characters"),
+        "a short password is refused:\n{transcript}"
+    );
+    assert!(
+        transcript.contains("The two passwords differ"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains(r#"<script src="https://chat.example.com/widget.js" defer></script>"#),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("self-signed certificate"),
+        "{transcript}"
+    );
+
+    assert_eq!(mode(&config_path), 0o600);
+    let config = Config::parse(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    assert_eq!(config.server.public_url, "https://chat.example.com");
+    assert_eq!(config.server.listen, "0.0.0.0:443".parse().unwrap());
+    assert_eq!(config.tls.mode, TlsMode::SelfSigned);
+    assert_eq!(
+        config.tls.redirect_listen,
+        Some("0.0.0.0:80".parse().unwrap())
+    );
+    assert_eq!(config.admin.username, "owner");
+    assert!(verifies(&config.admin.password_hash, PASSWORD));
+    let origins: Vec<&str> = config
+        .widget
+        .allowed_origins
+        .iter()
+        .map(|origin| origin.as_str())
+        .collect();
+    assert_eq!(origins, ["https://example.com", "https://www.example.com"]);
+    assert_eq!(config.server.data_dir, data_dir);
+}
+
+#[test]
+fn version_names_the_build_date_the_linkage_and_the_features() {
+    let output = natter().arg("--version").output().unwrap();
+    assert!(output.status.success());
+    let said = String::from_utf8_lossy(&output.stdout);
+    let mut lines = said.lines();
+    assert_eq!(
+        lines.next(),
+        Some(concat!("natter ", env!("CARGO_PKG_VERSION")))
+    );
+    let built = lines.next().unwrap();
+    let date = built
+        .strip_prefix("built ")
+        .expect("a build line")
+        .get(..10)
+        .unwrap();
+    assert!(
+        date.len() == 10 && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-',
+        "{built}"
+    );
+    assert!(
+        built.contains("static") || built.contains("dynamic"),
+        "{built}"
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("features: tls (rustls, ring"),
+        "{said}"
+    );
+}
