@@ -11,6 +11,7 @@ use crate::assets::Assets;
 use crate::auth::{Auth, PasswordSource};
 use crate::config::{Config, Origin};
 use crate::hub::Hub;
+use crate::push::Push;
 use crate::store::{Store, TokenHash};
 use crate::throttle::{ConnectionCounter, RateLimiter};
 
@@ -24,6 +25,8 @@ pub struct App {
     pub assets: Assets,
     pub throttles: Throttles,
     pub counters: Counters,
+    /// Web Push: the VAPID key, the send queue, the per-conversation cool-downs.
+    pub push: Push,
     /// Flips to `true` once on SIGTERM: sockets say `server_restart` and close.
     pub shutdown: watch::Receiver<bool>,
     pub started: Instant,
@@ -61,15 +64,28 @@ impl App {
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<(Arc<App>, PasswordSource)> {
         let store = Store::open(&config.server.data_dir)?;
-        let (auth, source) = Auth::new(&config.admin, environment_password, config.limits.login_failures, &store).await?;
+        let (auth, source) = Auth::new(
+            &config.admin,
+            environment_password,
+            config.limits.login_failures,
+            &store,
+        )
+        .await?;
         let limits = &config.limits;
         let throttles = Throttles {
             messages: RateLimiter::new(limits.messages_per_minute, Duration::from_secs(60)),
-            conversations: RateLimiter::new(limits.conversations_per_hour, Duration::from_secs(3600)),
-            unknown_tokens: RateLimiter::new(limits.conversations_per_hour.saturating_mul(3).max(10), Duration::from_secs(3600)),
+            conversations: RateLimiter::new(
+                limits.conversations_per_hour,
+                Duration::from_secs(3600),
+            ),
+            unknown_tokens: RateLimiter::new(
+                limits.conversations_per_hour.saturating_mul(3).max(10),
+                Duration::from_secs(3600),
+            ),
             connections: Arc::new(ConnectionCounter::default()),
         };
         let public_origin = config.public_origin(bound);
+        let push = Push::new(&config, &store).await?;
         let app = App {
             assets: Assets::new(&config, public_origin.as_str()),
             public_origin,
@@ -79,10 +95,13 @@ impl App {
             auth,
             throttles,
             counters: Counters::default(),
+            push,
             shutdown,
             started: Instant::now(),
         };
-        Ok((Arc::new(app), source))
+        let app = Arc::new(app);
+        crate::push::start(&app);
+        Ok((app, source))
     }
 
     /// Whether a request from `origin` may act as the admin: natter's own origin only.

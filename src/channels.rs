@@ -44,7 +44,15 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(app: Arc<App>, identity: Identity, outlet: Outlet, ip: IpAddr) -> Connection {
-        Connection { app, identity, outlet, ip, visitor_subscription: None, admin_subscription: None, page: None }
+        Connection {
+            app,
+            identity,
+            outlet,
+            ip,
+            visitor_subscription: None,
+            admin_subscription: None,
+            page: None,
+        }
     }
 
     pub fn app(&self) -> &App {
@@ -60,33 +68,53 @@ impl Connection {
         match protocol::parse_command(text) {
             Ok(command) => self.dispatch(command).await,
             Err(error) => {
-                self.send(protocol::error_frame(error.identifier.as_deref(), &error.error, error.client_id)).await;
+                self.send(protocol::error_frame(
+                    error.identifier.as_deref(),
+                    &error.error,
+                    error.client_id,
+                ))
+                .await;
             }
         }
     }
 
     async fn dispatch(&mut self, command: Command) {
         match command {
-            Command::Subscribe { identifier, channel } => self.subscribe(identifier, channel).await,
-            Command::Unsubscribe { identifier, channel } => self.unsubscribe(&identifier, channel).await,
+            Command::Subscribe {
+                identifier,
+                channel,
+            } => self.subscribe(identifier, channel).await,
+            Command::Unsubscribe {
+                identifier,
+                channel,
+            } => self.unsubscribe(&identifier, channel).await,
             Command::Visitor { identifier, action } => {
                 let result = match (self.identity, self.visitor_subscription.as_deref()) {
-                    (Identity::Visitor(token_hash), Some(subscribed)) if subscribed == identifier => {
+                    (Identity::Visitor(token_hash), Some(subscribed))
+                        if subscribed == identifier =>
+                    {
                         self.visitor_action(&identifier, token_hash, action).await
                     }
-                    _ => Err((ApiError::forbidden("subscribe to VisitorChannel first"), None)),
+                    _ => Err((
+                        ApiError::forbidden("subscribe to VisitorChannel first"),
+                        None,
+                    )),
                 };
                 if let Err((error, client_id)) = result {
-                    self.send(protocol::error_frame(Some(&identifier), &error, client_id)).await;
+                    self.send(protocol::error_frame(Some(&identifier), &error, client_id))
+                        .await;
                 }
             }
             Command::Admin { identifier, action } => {
                 let result = match self.admin_subscription.as_deref() {
-                    Some(subscribed) if subscribed == identifier => self.admin_action(&identifier, action).await,
+                    Some(subscribed) if subscribed == identifier => {
+                        self.admin_action(&identifier, action).await
+                    }
                     _ => Err((ApiError::forbidden("subscribe to AdminChannel first"), None)),
                 };
                 if let Err((error, client_id)) = result {
-                    self.send(protocol::error_frame(Some(&identifier), &error, client_id)).await;
+                    self.send(protocol::error_frame(Some(&identifier), &error, client_id))
+                        .await;
                 }
             }
         }
@@ -94,8 +122,14 @@ impl Connection {
 
     async fn subscribe(&mut self, identifier: String, channel: ChannelName) {
         let (slot, allowed) = match channel {
-            ChannelName::Visitor => (&mut self.visitor_subscription, matches!(self.identity, Identity::Visitor(_))),
-            ChannelName::Admin => (&mut self.admin_subscription, matches!(self.identity, Identity::Admin(_))),
+            ChannelName::Visitor => (
+                &mut self.visitor_subscription,
+                matches!(self.identity, Identity::Visitor(_)),
+            ),
+            ChannelName::Admin => (
+                &mut self.admin_subscription,
+                matches!(self.identity, Identity::Admin(_)),
+            ),
         };
         match slot {
             // The same subscribe again (a client retrying): confirm again, register once.
@@ -119,7 +153,8 @@ impl Connection {
             ChannelName::Admin => Channel::Admin,
         };
         let encoded: Arc<str> = Arc::from(protocol::encode_identifier(&identifier));
-        self.send_outbound(Outbound::Subscribed(hub_channel, encoded)).await;
+        self.send_outbound(Outbound::Subscribed(hub_channel, encoded))
+            .await;
         match self.identity {
             Identity::Visitor(token_hash) => {
                 if self.app.hub.join_visitor(token_hash, self.outlet.clone()) {
@@ -128,7 +163,9 @@ impl Connection {
             }
             Identity::Admin(session_hash) => {
                 if self.app.hub.join_admin(session_hash, self.outlet.clone()) {
-                    self.app.hub.to_all_visitors(&event(json!({ "type": "status", "admin_online": true })));
+                    self.app
+                        .hub
+                        .to_all_visitors(&event(json!({ "type": "status", "admin_online": true })));
                 }
             }
         }
@@ -142,8 +179,13 @@ impl Connection {
         if slot.as_deref() == Some(identifier) {
             *slot = None;
             self.leave();
-            let hub_channel = if channel == ChannelName::Visitor { Channel::Visitor } else { Channel::Admin };
-            self.send_outbound(Outbound::Unsubscribed(hub_channel)).await;
+            let hub_channel = if channel == ChannelName::Visitor {
+                Channel::Visitor
+            } else {
+                Channel::Admin
+            };
+            self.send_outbound(Outbound::Unsubscribed(hub_channel))
+                .await;
         }
     }
 
@@ -158,7 +200,9 @@ impl Connection {
             }
             Identity::Admin(_) => {
                 if self.app.hub.leave_admin(self.outlet.id) {
-                    self.app.hub.to_all_visitors(&event(json!({ "type": "status", "admin_online": false })));
+                    self.app.hub.to_all_visitors(&event(
+                        json!({ "type": "status", "admin_online": false }),
+                    ));
                 }
             }
         }
@@ -166,7 +210,11 @@ impl Connection {
 
     fn announce_presence(&self, token_hash: TokenHash, online: bool) {
         if let Ok(Some(conversation)) = self.app.store.conversation_of_token(&token_hash) {
-            let page = if online { self.page.clone().or(conversation.page) } else { None };
+            let page = if online {
+                self.page.clone().or(conversation.page)
+            } else {
+                None
+            };
             self.app.hub.to_admins(&event(json!({
                 "type": "presence", "conversation_id": conversation.id, "online": online, "page": page,
             })));
@@ -189,7 +237,9 @@ impl Connection {
                 let conversation = store.conversation_of_token(&token_hash).map_err(no_id)?;
                 let (messages, more) = match &conversation {
                     Some(conversation) => {
-                        let page = store.conversation_messages(conversation.id, after, None, SYNC_LIMIT).map_err(no_id)?;
+                        let page = store
+                            .conversation_messages(conversation.id, after, None, SYNC_LIMIT)
+                            .map_err(no_id)?;
                         (page.messages, page.more)
                     }
                     None => (Vec::new(), false),
@@ -208,7 +258,9 @@ impl Connection {
                     app.counters.throttled.fetch_add(1, Ordering::Relaxed);
                     return Err((throttled("messages", wait), Some(client_id)));
                 }
-                let existing = store.conversation_of_token(&token_hash).map_err(|error| (error.into(), Some(client_id)))?;
+                let existing = store
+                    .conversation_of_token(&token_hash)
+                    .map_err(|error| (error.into(), Some(client_id)))?;
                 if existing.is_none() {
                     if let Err(wait) = app.throttles.conversations.take(&self.ip) {
                         app.counters.throttled.fetch_add(1, Ordering::Relaxed);
@@ -228,40 +280,60 @@ impl Connection {
                 self.deliver(identifier, &appended).await;
             }
             VisitorAction::Typing { typing } => {
-                if let Some(conversation) = store.conversation_of_token(&token_hash).map_err(no_id)? {
+                if let Some(conversation) =
+                    store.conversation_of_token(&token_hash).map_err(no_id)?
+                {
                     hub.to_admins(&event(json!({ "type": "typing", "conversation_id": conversation.id, "typing": typing })));
                 }
             }
             VisitorAction::Identify { name, email } => {
-                let conversation = store.identify(token_hash, name, email).await.map_err(no_id)?;
+                let conversation = store
+                    .identify(token_hash, name, email)
+                    .await
+                    .map_err(no_id)?;
                 hub.to_admins(&conversation_event(&app, &conversation));
-                self.reply(identifier, &json!({ "type": "identified", "conversation": visitor_view(&conversation) })).await;
+                self.reply(
+                    identifier,
+                    &json!({ "type": "identified", "conversation": visitor_view(&conversation) }),
+                )
+                .await;
             }
             VisitorAction::Read { up_to } => {
-                if let Some(conversation) = store.conversation_of_token(&token_hash).map_err(no_id)? {
+                if let Some(conversation) =
+                    store.conversation_of_token(&token_hash).map_err(no_id)?
+                {
                     if up_to > conversation.visitor_read_up_to {
-                        store.visitor_read(conversation.id, up_to).await.map_err(no_id)?;
+                        store
+                            .visitor_read(conversation.id, up_to)
+                            .await
+                            .map_err(no_id)?;
                         hub.to_admins(&event(json!({ "type": "read", "conversation_id": conversation.id, "up_to": up_to })));
                     }
                 }
             }
-            VisitorAction::Visit { page } => match store.conversation_of_token(&token_hash).map_err(no_id)? {
-                Some(conversation) => {
-                    let _ = store.set_page(conversation.id, page.clone()).await;
-                    self.page = Some(page.clone());
-                    hub.to_admins(&event(json!({
+            VisitorAction::Visit { page } => {
+                match store.conversation_of_token(&token_hash).map_err(no_id)? {
+                    Some(conversation) => {
+                        let _ = store.set_page(conversation.id, page.clone()).await;
+                        self.page = Some(page.clone());
+                        hub.to_admins(&event(json!({
                         "type": "presence", "conversation_id": conversation.id, "online": true, "page": page,
                     })));
+                    }
+                    None => self.page = Some(page),
                 }
-                None => self.page = Some(page),
-            },
+            }
         }
         Ok(())
     }
 
     // ---- AdminChannel ----
 
-    async fn admin_action(&mut self, identifier: &str, action: AdminAction) -> Result<(), (ApiError, Option<Uuid>)> {
+    async fn admin_action(
+        &mut self,
+        identifier: &str,
+        action: AdminAction,
+    ) -> Result<(), (ApiError, Option<Uuid>)> {
         let app = self.app.clone();
         let store = &app.store;
         let hub = &app.hub;
@@ -270,32 +342,53 @@ impl Connection {
                 let page = store.messages_after(after, SYNC_LIMIT).map_err(no_id)?;
                 let conversations = match after {
                     None => store.conversations().map_err(no_id)?,
-                    Some(_) => store.conversations_by_id(&conversation_ids(&page.messages)).map_err(no_id)?,
+                    Some(_) => store
+                        .conversations_by_id(&conversation_ids(&page.messages))
+                        .map_err(no_id)?,
                 };
-                let summaries: Vec<Value> = conversations.iter().map(|conversation| summary(&app, conversation)).collect();
+                let summaries: Vec<Value> = conversations
+                    .iter()
+                    .map(|conversation| summary(&app, conversation))
+                    .collect();
                 let sync = json!({ "type": "sync", "messages": page.messages, "conversations": summaries, "more": page.more });
                 self.reply(identifier, &sync).await;
             }
-            AdminAction::Reply { conversation_id, content, client_id } => {
+            AdminAction::Reply {
+                conversation_id,
+                content,
+                client_id,
+            } => {
                 let appended = store
                     .reply(conversation_id, content, client_id)
                     .await
                     .map_err(|error| (error.into(), Some(client_id)))?;
                 self.deliver(identifier, &appended).await;
             }
-            AdminAction::Typing { conversation_id, typing } => {
+            AdminAction::Typing {
+                conversation_id,
+                typing,
+            } => {
                 if let Some(token_hash) = visitor_of(&app, conversation_id)? {
-                    hub.to_visitor(&token_hash, &event(json!({ "type": "typing", "typing": typing })));
+                    hub.to_visitor(
+                        &token_hash,
+                        &event(json!({ "type": "typing", "typing": typing })),
+                    );
                 }
             }
-            AdminAction::Read { conversation_id, up_to } => {
+            AdminAction::Read {
+                conversation_id,
+                up_to,
+            } => {
                 let conversation = store
                     .admin_read(conversation_id, up_to)
                     .await
                     .map_err(no_id)?
                     .ok_or_else(|| (ApiError::not_found("no such conversation"), None))?;
                 if let Some(token_hash) = conversation.token_hash() {
-                    hub.to_visitor(&token_hash, &event(json!({ "type": "read", "up_to": up_to })));
+                    hub.to_visitor(
+                        &token_hash,
+                        &event(json!({ "type": "read", "up_to": up_to })),
+                    );
                 }
                 hub.to_admins(&conversation_event(&app, &conversation));
             }
@@ -326,11 +419,18 @@ impl Connection {
         self.app.hub.to_admins(&event(json!({
             "type": "message", "conversation_id": appended.message.conversation_id, "message": appended.message,
         })));
-        self.app.hub.to_admins(&conversation_event(&self.app, &appended.conversation));
+        self.app
+            .hub
+            .to_admins(&conversation_event(&self.app, &appended.conversation));
+        crate::push::message_stored(&self.app, &appended.conversation, &appended.message);
     }
 
     async fn reply(&self, identifier: &str, event: &Value) {
-        self.send(protocol::channel_message(&protocol::encode_identifier(identifier), &event.to_string())).await;
+        self.send(protocol::channel_message(
+            &protocol::encode_identifier(identifier),
+            &event.to_string(),
+        ))
+        .await;
     }
 
     async fn send(&self, frame: String) {
@@ -354,10 +454,16 @@ fn no_id(error: impl Into<ApiError>) -> (ApiError, Option<Uuid>) {
 }
 
 fn throttled(what: &str, wait: std::time::Duration) -> ApiError {
-    ApiError::throttled(format!("too many {what}; try again in {} seconds", wait.as_secs().max(1)))
+    ApiError::throttled(format!(
+        "too many {what}; try again in {} seconds",
+        wait.as_secs().max(1)
+    ))
 }
 
-fn visitor_of(app: &App, conversation_id: Uuid) -> Result<Option<TokenHash>, (ApiError, Option<Uuid>)> {
+fn visitor_of(
+    app: &App,
+    conversation_id: Uuid,
+) -> Result<Option<TokenHash>, (ApiError, Option<Uuid>)> {
     let conversation = app
         .store
         .conversation(conversation_id)
@@ -382,9 +488,12 @@ pub fn conversation_event(app: &App, conversation: &Conversation) -> Arc<str> {
 
 /// The admin's summary of a conversation (DESIGN.md), with live presence from the hub.
 pub fn summary(app: &App, conversation: &Conversation) -> Value {
-    let last_message: Option<Message> =
-        conversation.last_message_id.and_then(|id| app.store.message(id).ok().flatten());
-    let online = conversation.token_hash().is_some_and(|hash| app.hub.visitor_online(&hash));
+    let last_message: Option<Message> = conversation
+        .last_message_id
+        .and_then(|id| app.store.message(id).ok().flatten());
+    let online = conversation
+        .token_hash()
+        .is_some_and(|hash| app.hub.visitor_online(&hash));
     json!({
         "id": conversation.id,
         "visitor_name": conversation.visitor_name,

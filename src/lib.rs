@@ -32,6 +32,7 @@ pub mod hub;
 pub mod init;
 pub mod metrics;
 pub mod protocol;
+pub mod push;
 pub mod routes;
 pub mod server;
 pub mod store;

@@ -32,7 +32,11 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PAGE: usize = 200;
 
 /// Answers one HTTP request.
-pub async fn handle(app: Arc<App>, mut request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub async fn handle(
+    app: Arc<App>,
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let ip = client_ip(&app, &request, peer);
     let cors_origin = cors_origin(&app, request.headers());
     let mut response = match route(&app, &mut request, ip).await {
@@ -42,13 +46,20 @@ pub async fn handle(app: Arc<App>, mut request: Request<Incoming>, peer: SocketA
     if let Some(origin) = cors_origin {
         let headers = response.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
     response
 }
 
-async fn route(app: &Arc<App>, request: &mut Request<Incoming>, ip: IpAddr) -> Result<Response<Body>, ApiError> {
+async fn route(
+    app: &Arc<App>,
+    request: &mut Request<Incoming>,
+    ip: IpAddr,
+) -> Result<Response<Body>, ApiError> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -58,22 +69,39 @@ async fn route(app: &Arc<App>, request: &mut Request<Incoming>, ip: IpAddr) -> R
         (&Method::POST, ["auth", "logout"]) => logout(app, request),
         (&Method::GET, ["auth", "session"]) => {
             let (_, session) = admin(app, request.headers())?;
-            Ok(json_response(StatusCode::OK, &json!({ "admin": true, "username": session.username })))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "admin": true, "username": session.username }),
+            ))
         }
         (&Method::GET, ["conversations"]) => {
             admin(app, request.headers())?;
-            let conversations: Vec<_> =
-                app.store.conversations()?.iter().map(|conversation| channels::summary(app, conversation)).collect();
-            Ok(json_response(StatusCode::OK, &json!({ "conversations": conversations })))
+            let conversations: Vec<_> = app
+                .store
+                .conversations()?
+                .iter()
+                .map(|conversation| channels::summary(app, conversation))
+                .collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "conversations": conversations }),
+            ))
         }
         (&Method::GET, ["conversations", id, "messages"]) => {
             admin(app, request.headers())?;
-            messages(app, parse_id(id)?, request.uri().query().unwrap_or_default())
+            messages(
+                app,
+                parse_id(id)?,
+                request.uri().query().unwrap_or_default(),
+            )
         }
         (&Method::DELETE, ["conversations", id]) => {
             admin_write(app, request.headers())?;
             delete_conversation(app, parse_id(id)?).await
         }
+        (&Method::GET, ["push", "key"]) => crate::push::key(app),
+        (&Method::POST, ["push_subscriptions"]) => crate::push::subscribe(app, request).await,
+        (&Method::DELETE, ["push_subscriptions"]) => crate::push::unsubscribe(app, request).await,
         (&Method::GET, ["healthz"]) => Ok(json_response(StatusCode::OK, &json!({ "ok": true }))),
         (&Method::GET, ["metrics"]) => crate::metrics::render(app, request.headers(), ip),
         (&Method::OPTIONS, _) => Ok(preflight()),
@@ -85,7 +113,10 @@ async fn route(app: &Arc<App>, request: &mut Request<Incoming>, ip: IpAddr) -> R
                 .serve(&path, request.headers(), method == Method::HEAD)
                 .ok_or_else(|| ApiError::not_found(format!("nothing at {path}")))
         }
-        (_, ["cable" | "healthz" | "metrics" | "conversations" | "auth", ..]) => Err(ApiError::method_not_allowed()),
+        (
+            _,
+            ["cable" | "healthz" | "metrics" | "conversations" | "auth" | "push_subscriptions", ..],
+        ) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found(format!("nothing at {path}"))),
     }
 }
@@ -96,14 +127,25 @@ struct Login {
     password: String,
 }
 
-async fn login(app: &Arc<App>, request: &mut Request<Incoming>, ip: IpAddr) -> Result<Response<Body>, ApiError> {
+async fn login(
+    app: &Arc<App>,
+    request: &mut Request<Incoming>,
+    ip: IpAddr,
+) -> Result<Response<Body>, ApiError> {
     same_origin(app, request.headers())?;
     let body: Login = json_body(request).await?;
-    let token = match app.auth.login(&app.store, ip, &body.username, &body.password).await {
+    let token = match app
+        .auth
+        .login(&app.store, ip, &body.username, &body.password)
+        .await
+    {
         Ok(token) => token,
         Err(LoginError::Throttled(wait)) => {
             let mut response = error_response(&LoginError::Throttled(wait).into());
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
             return Ok(response);
         }
         Err(error) => {
@@ -112,14 +154,24 @@ async fn login(app: &Arc<App>, request: &mut Request<Incoming>, ip: IpAddr) -> R
         }
     };
     let mut response = json_response(StatusCode::OK, &json!({ "ok": true }));
-    let cookie = auth::session_cookie_header(&token, app.auth.session_lifetime(), app.public_origin.is_https());
-    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("the cookie is ASCII"));
+    let cookie = auth::session_cookie_header(
+        &token,
+        app.auth.session_lifetime(),
+        app.public_origin.is_https(),
+    );
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("the cookie is ASCII"),
+    );
     Ok(response)
 }
 
 fn logout(app: &Arc<App>, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     same_origin(app, request.headers())?;
-    if let Some((hash, _)) = app.auth.session(&app.store, cookie_header(request.headers())) {
+    if let Some((hash, _)) = app
+        .auth
+        .session(&app.store, cookie_header(request.headers()))
+    {
         let store = app.store.clone();
         // The session is gone from the store before the answer, so the cookie is dead even if the browser keeps it.
         let app = app.clone();
@@ -130,7 +182,10 @@ fn logout(app: &Arc<App>, request: &Request<Incoming>) -> Result<Response<Body>,
     }
     let mut response = json_response(StatusCode::OK, &json!({ "ok": true }));
     let cookie = auth::clear_cookie_header(app.public_origin.is_https());
-    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("the cookie is ASCII"));
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("the cookie is ASCII"),
+    );
     Ok(response)
 }
 
@@ -139,11 +194,19 @@ fn messages(app: &Arc<App>, id: Uuid, query: &str) -> Result<Response<Body>, Api
     let mut before = None;
     let mut limit = 50;
     for (name, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
-        let number = || value.parse::<u64>().map_err(|_| ApiError::bad_request(format!("{name} must be a number")));
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("{name} must be a number")))
+        };
         match name {
             "after" if !value.is_empty() => after = Some(number()?),
             "before" if !value.is_empty() => before = Some(number()?),
-            "limit" if !value.is_empty() => limit = usize::try_from(number()?).unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE),
+            "limit" if !value.is_empty() => {
+                limit = usize::try_from(number()?)
+                    .unwrap_or(MAX_PAGE)
+                    .clamp(1, MAX_PAGE)
+            }
             _ => {}
         }
     }
@@ -151,23 +214,41 @@ fn messages(app: &Arc<App>, id: Uuid, query: &str) -> Result<Response<Body>, Api
         return Err(ApiError::not_found("no such conversation"));
     }
     // Without a cursor, the newest page: that is what opening a conversation shows.
-    let before = if after.is_none() && before.is_none() { Some(u64::MAX) } else { before };
+    let before = if after.is_none() && before.is_none() {
+        Some(u64::MAX)
+    } else {
+        before
+    };
     let page = app.store.conversation_messages(id, after, before, limit)?;
-    Ok(json_response(StatusCode::OK, &json!({ "messages": page.messages, "more": page.more })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "messages": page.messages, "more": page.more }),
+    ))
 }
 
 async fn delete_conversation(app: &Arc<App>, id: Uuid) -> Result<Response<Body>, ApiError> {
-    let conversation = app.store.delete_conversation(id).await?.ok_or_else(|| ApiError::not_found("no such conversation"))?;
+    let conversation = app
+        .store
+        .delete_conversation(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such conversation"))?;
     if let Some(token_hash) = conversation.token_hash() {
-        app.hub.to_visitor(&token_hash, &event(json!({ "type": "deleted" })));
+        app.hub
+            .to_visitor(&token_hash, &event(json!({ "type": "deleted" })));
     }
-    app.hub.to_admins(&event(json!({ "type": "deleted", "conversation_id": id })));
-    Ok(Response::builder().status(StatusCode::NO_CONTENT).body(Body::default()).expect("valid response"))
+    app.hub
+        .to_admins(&event(json!({ "type": "deleted", "conversation_id": id })));
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::default())
+        .expect("valid response"))
 }
 
 /// The admin session of a request, or 401.
 pub fn admin(app: &App, headers: &HeaderMap) -> Result<(TokenHash, Session), ApiError> {
-    app.auth.session(&app.store, cookie_header(headers)).ok_or_else(ApiError::unauthorized)
+    app.auth
+        .session(&app.store, cookie_header(headers))
+        .ok_or_else(ApiError::unauthorized)
 }
 
 /// An admin session on a same-origin request, for routes that change something.
@@ -183,22 +264,33 @@ pub fn same_origin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| Origin::parse(value).ok())
         .is_some_and(|origin| app.is_own_origin(&origin));
-    let fetch_site_ok = headers.get("sec-fetch-site").is_some_and(|value| value == "same-origin");
+    let fetch_site_ok = headers
+        .get("sec-fetch-site")
+        .is_some_and(|value| value == "same-origin");
     if origin_ok || fetch_site_ok {
         Ok(())
     } else {
-        Err(ApiError::forbidden(format!("this request must come from {}", app.public_origin)))
+        Err(ApiError::forbidden(format!(
+            "this request must come from {}",
+            app.public_origin
+        )))
     }
 }
 
 fn cookie_header(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::COOKIE).and_then(|value| value.to_str().ok())
+    headers
+        .get(header::COOKIE)
+        .and_then(|value| value.to_str().ok())
 }
 
 fn cors_origin(app: &App, headers: &HeaderMap) -> Option<HeaderValue> {
     let value = headers.get(header::ORIGIN)?;
     let origin = Origin::parse(value.to_str().ok()?).ok()?;
-    app.config.widget.allowed_origins.contains(&origin).then(|| value.clone())
+    app.config
+        .widget
+        .allowed_origins
+        .contains(&origin)
+        .then(|| value.clone())
 }
 
 fn preflight() -> Response<Body> {
@@ -234,7 +326,11 @@ fn client_ip(app: &App, request: &Request<Incoming>, peer: SocketAddr) -> IpAddr
         .flat_map(|value| value.split(','))
         .filter_map(|address| address.trim().parse::<IpAddr>().ok())
         .collect();
-    forwarded.into_iter().rev().find(|address| !trusted.contains(address)).unwrap_or(peer_ip)
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|address| !trusted.contains(address))
+        .unwrap_or(peer_ip)
 }
 
 fn parse_id(text: &str) -> Result<Uuid, ApiError> {
@@ -242,20 +338,35 @@ fn parse_id(text: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Reads a JSON body of at most `MAX_BODY_BYTES` within `BODY_TIMEOUT`.
-pub async fn json_body<T: DeserializeOwned>(request: &mut Request<Incoming>) -> Result<T, ApiError> {
+pub async fn json_body<T: DeserializeOwned>(
+    request: &mut Request<Incoming>,
+) -> Result<T, ApiError> {
     let is_json = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.split(';').next().is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json")));
+        .is_some_and(|value| {
+            value
+                .split(';')
+                .next()
+                .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"))
+        });
     if !is_json {
         return Err(ApiError::unsupported_media_type());
     }
-    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(request.body_mut(), MAX_BODY_BYTES).collect())
-        .await
-        .map_err(|_| ApiError::bad_request("the request body did not arrive in time"))?
-        .map_err(|_| ApiError::too_long(format!("the request body is larger than {MAX_BODY_BYTES} bytes")))?;
-    serde_json::from_slice(&collected.to_bytes()).map_err(|error| ApiError::bad_request(format!("invalid JSON: {error}")))
+    let collected = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(request.body_mut(), MAX_BODY_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| ApiError::bad_request("the request body did not arrive in time"))?
+    .map_err(|_| {
+        ApiError::too_long(format!(
+            "the request body is larger than {MAX_BODY_BYTES} bytes"
+        ))
+    })?;
+    serde_json::from_slice(&collected.to_bytes())
+        .map_err(|error| ApiError::bad_request(format!("invalid JSON: {error}")))
 }
 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -273,8 +384,12 @@ pub fn error_response(error: &ApiError) -> Response<Body> {
         tracing::warn!(code = error.code, message = %error.message, "request failed");
     }
     let mut response = json_response(error.status, &error.body());
-    if error.status == StatusCode::TOO_MANY_REQUESTS && !response.headers().contains_key(header::RETRY_AFTER) {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    if error.status == StatusCode::TOO_MANY_REQUESTS
+        && !response.headers().contains_key(header::RETRY_AFTER)
+    {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
     }
     response
 }

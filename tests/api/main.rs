@@ -10,3 +10,4 @@ mod crash;
 mod faults;
 mod ops;
 mod limits;
+mod push;

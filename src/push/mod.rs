@@ -1,0 +1,420 @@
+//! Web Push: tells the owner's phone and desktop about a visitor message while no dashboard is open, and a visitor
+//! who opted in about the owner's reply while their chat is closed. No Firebase, no vendor relay: natter talks to
+//! each browser's own push service (RFC 8030) with an encrypted payload (RFC 8291) and a VAPID signature (RFC 8292).
+//!
+//! The parts: `vapid` (the key, kept in the store), `subscription` (a browser's `PushSubscription`, checked at the
+//! door, and which addresses may be reached), `sender` (the queue, the client, retries). This file decides when to
+//! push (`message_stored`, called by the channels after the store committed a message) and answers the three routes.
+//!
+//! The message path only ever does a non-blocking `try_send` into a bounded queue: a slow or dead push service can
+//! cost notifications, never a chat message or its latency.
+
+mod sender;
+pub mod subscription;
+mod vapid;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::cable::Body;
+use crate::config::{Config, PushWhen};
+use crate::error::ApiError;
+use crate::routes::{self, json_response};
+use crate::store::{hash_token, Conversation, Message, Sender, Store};
+
+pub use sender::MAX_IN_FLIGHT;
+use subscription::{AddressPolicy, Audience, Subscription, SubscriptionJson};
+use vapid::Vapid;
+
+/// Pushes waiting for the sender. Each job is a few hundred bytes; 256 covers a burst from many conversations at
+/// once while the in-flight slots are busy. When it is full, new pushes are dropped (and counted as failed).
+const QUEUE_CAPACITY: usize = 256;
+/// The text of a message shown in a notification. Push payloads must stay under 4 KB after encryption, and a
+/// notification shows two lines anyway.
+const PREVIEW_CHARS: usize = 200;
+/// The longest page address a visitor notification links back to; longer ones link to natter itself, so the
+/// payload stays far below the 4 KB limit.
+const MAX_URL_BYTES: usize = 1024;
+/// Subscriptions the owner may have (phones, laptops, browsers).
+const MAX_OWNER_SUBSCRIPTIONS: usize = 50;
+/// Subscriptions one visitor's conversation may have (a phone and a laptop, and a spare).
+const MAX_VISITOR_SUBSCRIPTIONS: usize = 3;
+/// All subscriptions together, so visitors cannot fill the disk by opting in from many conversations.
+const MAX_SUBSCRIPTIONS: usize = 10_000;
+/// Cool-down entries kept before the old ones are swept.
+const MAX_COOLDOWNS: usize = 4096;
+
+/// One push to send: who gets it and what it says (already JSON).
+pub struct Job {
+    audience: Audience,
+    /// The `Topic` header: a newer push of the same conversation replaces an undelivered older one.
+    topic: String,
+    payload: Vec<u8>,
+    /// When the message path queued it, for the log.
+    queued: Instant,
+}
+
+pub struct Push {
+    vapid: Vapid,
+    policy: AddressPolicy,
+    /// Resolves and checks endpoint hosts; shared with the sender's client.
+    resolver: sender::GuardedResolver,
+    queue: mpsc::Sender<Job>,
+    /// The queue's other end until `start` hands it to the dispatcher task.
+    jobs: Mutex<Option<mpsc::Receiver<Job>>>,
+    /// When each (conversation, audience) was last pushed: within `push.cooldown_seconds` a further message raises
+    /// no new notification, so a burst of twenty messages is one buzz. A std mutex: a lookup and an insert, no await.
+    cooldowns: Mutex<HashMap<(Uuid, Audience), Instant>>,
+}
+
+impl Push {
+    /// Loads (or makes) the VAPID key. The sender starts with `start`, once the `App` exists.
+    pub async fn new(config: &Config, store: &Store) -> anyhow::Result<Push> {
+        let policy = AddressPolicy {
+            allow_loopback: config.push.allow_loopback,
+        };
+        if policy.allow_loopback {
+            tracing::warn!("push.allow_loopback is on: Web Push may reach plain-http endpoints on loopback (for tests only)");
+        }
+        let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        Ok(Push {
+            vapid: Vapid::load_or_create(store, &config.push.subject).await?,
+            policy,
+            resolver: sender::GuardedResolver::new(policy),
+            queue,
+            jobs: Mutex::new(Some(jobs)),
+            cooldowns: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The base64url public key browsers subscribe with.
+    pub fn public_key(&self) -> &str {
+        self.vapid.public_key()
+    }
+
+    /// Whether a push for this conversation and audience may go now; if so, the cool-down starts.
+    fn cooled_down(&self, conversation_id: Uuid, audience: Audience, cooldown: Duration) -> bool {
+        let now = Instant::now();
+        let mut cooldowns = self
+            .cooldowns
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if cooldowns
+            .get(&(conversation_id, audience))
+            .is_some_and(|last| now.duration_since(*last) < cooldown)
+        {
+            return false;
+        }
+        if cooldowns.len() >= MAX_COOLDOWNS {
+            cooldowns.retain(|_, last| now.duration_since(*last) < cooldown);
+        }
+        cooldowns.insert((conversation_id, audience), now);
+        true
+    }
+}
+
+/// Starts the sender task. It holds the `App` weakly, so it ends when the server's state is dropped.
+pub fn start(app: &Arc<App>) {
+    let jobs = app
+        .push
+        .jobs
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .take();
+    if let Some(jobs) = jobs {
+        let client = sender::client(app.push.resolver.clone());
+        tokio::spawn(sender::dispatch(Arc::downgrade(app), jobs, client));
+    }
+}
+
+/// Called once for every newly stored message (not for a resent duplicate), after the store committed it and the
+/// hub was told. Decides whether anyone should be woken up, and queues that without waiting.
+///
+/// - A visitor message goes to the owner's devices: always, or while no dashboard socket is subscribed
+///   (`push.when`).
+/// - An owner reply goes to the visitor's devices if the visitor opted in and has no chat open right now.
+/// - `push.when = "never"` turns Web Push off altogether.
+pub fn message_stored(app: &App, conversation: &Conversation, message: &Message) {
+    let settings = &app.config.push;
+    if settings.when == PushWhen::Never {
+        return;
+    }
+    let audience = match message.sender {
+        Sender::Visitor => {
+            if settings.when == PushWhen::WhenAway && app.hub.admin_online() {
+                return;
+            }
+            Audience::Owner
+        }
+        Sender::Admin => match conversation.token_hash() {
+            Some(token_hash) if !app.hub.visitor_online(&token_hash) => {
+                Audience::Visitor(conversation.id)
+            }
+            _ => return,
+        },
+    };
+    if !app.push.cooled_down(
+        conversation.id,
+        audience,
+        Duration::from_secs(settings.cooldown_seconds),
+    ) {
+        return;
+    }
+    let job = Job {
+        audience,
+        topic: crate::auth::base64url(conversation.id.as_bytes()),
+        payload: payload(app, conversation, message, audience)
+            .to_string()
+            .into_bytes(),
+        queued: Instant::now(),
+    };
+    match app.push.queue.try_send(job) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            app.counters.pushes_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "the push queue is full (push services not answering?); a notification was dropped"
+            );
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+/// What the service workers (`web/admin/sw.js`, `web/notify/sw.js`) show: `{title, body, conversation_id, tag, url}`.
+fn payload(app: &App, conversation: &Conversation, message: &Message, audience: Audience) -> Value {
+    let body = preview(&message.content);
+    match audience {
+        Audience::Owner => json!({
+            "title": conversation.visitor_name.as_deref().filter(|name| !name.is_empty()).unwrap_or("New visitor message"),
+            "body": body,
+            "conversation_id": conversation.id,
+            "tag": format!("conversation-{}", conversation.id),
+            "url": format!("/admin/#c={}", conversation.id),
+        }),
+        Audience::Visitor(_) => {
+            // Back to the page the visitor chatted on, where the widget shows the whole reply.
+            let url = conversation
+                .page
+                .as_ref()
+                .map(|page| page.url.as_str())
+                .filter(|url| url.starts_with("https://") || url.starts_with("http://"))
+                .filter(|url| url.len() <= MAX_URL_BYTES && !url.contains(char::is_control))
+                .unwrap_or(app.public_origin.as_str());
+            json!({
+                "title": app.config.widget.title,
+                "body": body,
+                "conversation_id": conversation.id,
+                "tag": "natter-reply",
+                "url": url,
+            })
+        }
+    }
+}
+
+fn preview(content: &str) -> String {
+    let mut characters = content.chars();
+    let mut text: String = characters.by_ref().take(PREVIEW_CHARS).collect();
+    if characters.next().is_some() {
+        text.push('…');
+    }
+    text
+}
+
+// ---- the routes ----
+
+/// `GET /push/key`: `{"key": "<base64url uncompressed P-256 point>"}`; 404 when push is off, which the dashboard
+/// reads as "no push on this server".
+pub fn key(app: &App) -> Result<Response<Body>, ApiError> {
+    if app.config.push.when == PushWhen::Never {
+        return Err(ApiError::not_found(
+            "Web Push is turned off on this server (push.when = \"never\")",
+        ));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "key": app.push.public_key() }),
+    ))
+}
+
+/// `POST /push_subscriptions`. The owner (session cookie, same origin) sends `PushSubscription.toJSON()`; a visitor
+/// (from natter's own `/notify/` page, so also same origin) sends `{"subscription": {...}, "visitor_token": "<uuid>"}`
+/// and is subscribed to replies in their own conversation.
+pub async fn subscribe(
+    app: &Arc<App>,
+    request: &mut Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    routes::same_origin(app, request.headers())?;
+    if app.config.push.when == PushWhen::Never {
+        return Err(ApiError::not_found(
+            "Web Push is turned off on this server (push.when = \"never\")",
+        ));
+    }
+    let headers = request.headers().clone();
+    let body: Value = routes::json_body(request).await?;
+    let (json, audience) = match body.get("visitor_token") {
+        Some(token) => {
+            let conversation = visitor_conversation(app, token)?;
+            let json = body
+                .get("subscription")
+                .cloned()
+                .ok_or_else(|| ApiError::invalid("subscription is missing"))?;
+            (json, Audience::Visitor(conversation.id))
+        }
+        None => {
+            routes::admin(app, &headers)?;
+            (body, Audience::Owner)
+        }
+    };
+    let json: SubscriptionJson = serde_json::from_value(json).map_err(|error| {
+        ApiError::invalid(format!(
+            "not a PushSubscription ({{endpoint, keys: {{p256dh, auth}}}}): {error}"
+        ))
+    })?;
+    let subscription = Subscription::parse(json, audience, app.push.policy)?;
+    let uri = subscription::endpoint_uri(&subscription.endpoint, app.push.policy)?;
+    let host = uri.host().unwrap_or_default();
+    app.push
+        .resolver
+        .checked_addresses(host, uri.scheme_str() == Some("https"))
+        .await
+        .map_err(|reason| {
+            ApiError::invalid(format!("natter will not send to this endpoint: {reason}"))
+        })?;
+
+    let stored: Vec<Subscription> = app
+        .store
+        .push_subscriptions()?
+        .into_iter()
+        .filter_map(|(_, json)| serde_json::from_slice(&json).ok())
+        .collect();
+    let existing = stored
+        .iter()
+        .find(|other| other.endpoint == subscription.endpoint);
+    if let (Some(existing), Audience::Visitor(_)) = (existing, audience) {
+        // A visitor may refresh their own subscription, never take over someone else's (the owner's above all).
+        if existing.audience != audience {
+            return Err(ApiError::forbidden("this endpoint is subscribed already"));
+        }
+    }
+    if existing.is_none() {
+        let same_audience = stored
+            .iter()
+            .filter(|other| other.audience == audience)
+            .count();
+        let limit = if audience == Audience::Owner {
+            MAX_OWNER_SUBSCRIPTIONS
+        } else {
+            MAX_VISITOR_SUBSCRIPTIONS
+        };
+        if same_audience >= limit || stored.len() >= MAX_SUBSCRIPTIONS {
+            return Err(ApiError::throttled(
+                "too many push subscriptions; remove an old one first",
+            ));
+        }
+    }
+    let record = serde_json::to_vec(&subscription).expect("a subscription serializes");
+    app.store
+        .put_push_subscription(&subscription.endpoint, record)
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct Unsubscribe {
+    endpoint: String,
+    visitor_token: Option<Value>,
+}
+
+/// `DELETE /push_subscriptions` with `{"endpoint": ...}` (the owner), or `{"endpoint", "visitor_token"}` (a visitor,
+/// for their own subscription only). Deleting what is not there is not an error.
+pub async fn unsubscribe(
+    app: &Arc<App>,
+    request: &mut Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    routes::same_origin(app, request.headers())?;
+    let headers = request.headers().clone();
+    let body: Unsubscribe = routes::json_body(request).await?;
+    let stored = app
+        .store
+        .push_subscriptions()?
+        .into_iter()
+        .find(|(endpoint, _)| *endpoint == body.endpoint)
+        .and_then(|(_, json)| serde_json::from_slice::<Subscription>(&json).ok());
+    let allowed = match &body.visitor_token {
+        Some(token) => {
+            let conversation = visitor_conversation(app, token)?;
+            stored
+                .as_ref()
+                .is_none_or(|stored| stored.audience == Audience::Visitor(conversation.id))
+        }
+        None => routes::admin(app, &headers).is_ok(),
+    };
+    if !allowed {
+        return Err(if body.visitor_token.is_some() {
+            ApiError::forbidden("not your subscription")
+        } else {
+            ApiError::unauthorized()
+        });
+    }
+    if stored.is_some() {
+        app.store.delete_push_subscription(&body.endpoint).await?;
+    }
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::new(Bytes::new()))
+        .expect("valid response"))
+}
+
+/// The conversation of a visitor token sent over HTTP (the token is the visitor's secret, as on the socket).
+fn visitor_conversation(app: &App, token: &Value) -> Result<Conversation, ApiError> {
+    let token = token
+        .as_str()
+        .and_then(|token| Uuid::parse_str(token).ok())
+        .ok_or_else(|| ApiError::invalid("visitor_token must be the visitor's UUID"))?;
+    app.store
+        .conversation_of_token(&hash_token(&token.hyphenated().to_string()))?
+        .ok_or_else(|| ApiError::not_found("no conversation yet: say something first"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previews_are_short_and_cut_on_characters() {
+        assert_eq!(preview("hello"), "hello");
+        let long = "é".repeat(PREVIEW_CHARS + 10);
+        let cut = preview(&long);
+        assert_eq!(cut.chars().count(), PREVIEW_CHARS + 1);
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn the_largest_payload_fits_a_push_message() {
+        // 4096 bytes per push message, less the aes128gcm header (86 with a 65-byte key id), the padding delimiter
+        // and the 16-byte tag: 3993 bytes of JSON at most.
+        let worst = json!({
+            "title": "W".repeat(80),
+            "body": preview(&"\u{1F600}".repeat(4000)),
+            "conversation_id": Uuid::new_v4(),
+            "tag": format!("conversation-{}", Uuid::new_v4()),
+            "url": "\"".repeat(MAX_URL_BYTES),
+        });
+        assert!(
+            worst.to_string().len() < 3993,
+            "{}",
+            worst.to_string().len()
+        );
+    }
+}
