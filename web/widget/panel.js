@@ -380,6 +380,16 @@
     const foot = panel.appendChild(el("footer", "foot"));
     const whoBtn = foot.appendChild(el("button", "link-btn", t.identify));
     whoBtn.type = "button";
+    // Web Push for the visitor, offered once the owner has replied. A service worker cannot be registered on the
+    // blog's origin, so natter's own page subscribes in a small window; the token rides in the URL fragment, which
+    // reaches no server and no log.
+    const notifyLabels = { en: "Notify me of replies", de: "Bei Antwort benachrichtigen", fr: "Me prévenir des réponses", es: "Avisarme de las respuestas" };
+    const notifyBtn = foot.appendChild(el("button", "link-btn notify", notifyLabels[lang] || notifyLabels.en));
+    notifyBtn.type = "button";
+    notifyBtn.hidden = true;
+    notifyBtn.addEventListener("click", () => {
+      window.open(`${cfg.server}/notify/index.html#token=${encodeURIComponent(token())}`, "natter-notify", "popup,width=440,height=560,noopener");
+    });
     foot.appendChild(el("span", "powered", t.powered));
 
     // ---- rendering ----
@@ -441,6 +451,7 @@
         failed.delete(message.client_id);
       }
       if (stick || message.sender === "visitor") toBottom();
+      if (message.sender === "admin" && "serviceWorker" in navigator && "PushManager" in window) notifyBtn.hidden = false;
       return true;
     }
 
