@@ -384,9 +384,13 @@
     // blog's origin, so natter's own page subscribes in a small window; the token rides in the URL fragment, which
     // reaches no server and no log.
     const notifyLabels = { en: "Notify me of replies", de: "Bei Antwort benachrichtigen", fr: "Me prévenir des réponses", es: "Avisarme de las respuestas" };
-    const notifyBtn = foot.appendChild(el("button", "link-btn notify", notifyLabels[lang] || notifyLabels.en));
+    const notifyRow = panel.insertBefore(el("div", "notify-row"), foot);
+    notifyRow.hidden = true;
+    notifyRow.style.padding = "2px 16px 0";
+    notifyRow.style.fontSize = "12px";
+    notifyRow.style.background = "var(--bg)";
+    const notifyBtn = notifyRow.appendChild(el("button", "link-btn", notifyLabels[lang] || notifyLabels.en));
     notifyBtn.type = "button";
-    notifyBtn.hidden = true;
     notifyBtn.addEventListener("click", () => {
       window.open(`${cfg.server}/notify/index.html#token=${encodeURIComponent(token())}`, "natter-notify", "popup,width=440,height=560,noopener");
     });
@@ -451,7 +455,7 @@
         failed.delete(message.client_id);
       }
       if (stick || message.sender === "visitor") toBottom();
-      if (message.sender === "admin" && "serviceWorker" in navigator && "PushManager" in window) notifyBtn.hidden = false;
+      if (message.sender === "admin" && "serviceWorker" in navigator && "PushManager" in window) notifyRow.hidden = false;
       return true;
     }
 
