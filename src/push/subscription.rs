@@ -117,7 +117,10 @@ pub fn endpoint_uri(endpoint: &str, policy: AddressPolicy) -> Result<Uri, ApiErr
         .map_err(|_| ApiError::invalid("the endpoint is not a URL"))?;
     match uri.scheme_str() {
         Some("https") => {}
-        Some("http") if policy.allow_loopback => {}
+        // Plain http only to a loopback address written as such: no DNS answer can later point it elsewhere.
+        Some("http")
+            if policy.allow_loopback
+                && literal_ip(&uri).is_some_and(|ip| ip.to_canonical().is_loopback()) => {}
         _ => return Err(ApiError::invalid("the endpoint must be an https URL")),
     }
     let authority = uri
@@ -297,6 +300,11 @@ mod tests {
         };
         assert!(endpoint_uri("http://127.0.0.1:9/push", STRICT).is_err());
         assert!(endpoint_uri("http://127.0.0.1:9/push", loopback).is_ok());
+        assert!(
+            endpoint_uri("http://push.example/push", loopback).is_err(),
+            "plain http only to a loopback literal"
+        );
+        assert!(endpoint_uri("http://10.0.0.1/push", loopback).is_err());
         assert!(loopback.allows("127.0.0.1".parse().unwrap(), false));
         assert!(!loopback.allows("10.0.0.1".parse().unwrap(), false));
         assert!(
