@@ -323,13 +323,15 @@ impl Report {
             .unwrap_or_else(|| "unknown CPU".into());
         let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let load = load_average();
         let target = url.map_or_else(
             || "natter started by the benchmark".to_string(),
             |url| format!("natter at {url}"),
         );
         let lines = vec![
             format!(
-                "natter load benchmark, {} size; {target}; {cores} cores ({cpu}), Linux {}; client and server share the machine.",
+                "natter load benchmark, {} size; {target}; {cores} cores ({cpu}), Linux {}; client and server share \
+                 the machine; load average at the start {load} (other work on the machine shows up in every figure).",
                 if size.large { "large" } else { "default" },
                 kernel.trim()
             ),
@@ -349,7 +351,10 @@ impl Report {
         self.lines.push(line);
     }
 
-    fn finish(self, out: Option<&Path>) -> anyhow::Result<()> {
+    fn finish(mut self, out: Option<&Path>) -> anyhow::Result<()> {
+        let end = format!("\nLoad average at the end: {}.", load_average());
+        println!("{end}");
+        self.lines.push(end);
         let text = self.lines.join("\n") + "\n";
         progress("done; the table:");
         eprintln!("{text}");
@@ -358,6 +363,14 @@ impl Report {
         }
         Ok(())
     }
+}
+
+/// The 1-minute load average: how busy the machine was besides the benchmark.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// `natter / ceiling` as "how many times the ceiling's cost": 1.0x is as good as the layer beneath allows.
@@ -1556,30 +1569,49 @@ async fn latency_rows(
     ));
     let cookie = login(endpoint, password).await?;
     let probe = Arc::new(Probe::new(capacity, br#""type":"message""#));
-    let admin = Fleet::open(
-        endpoint,
-        vec![Peer::Admin(cookie)],
-        Some(probe.clone()),
-        b"",
-    )
-    .await?;
+    let open_admin = || {
+        Fleet::open(
+            endpoint,
+            vec![Peer::Admin(cookie.clone())],
+            Some(probe.clone()),
+            b"",
+        )
+    };
+    let mut admin = open_admin().await?;
     let fleet = Fleet::open(endpoint, visitors(count), None, br#""type":"message""#).await?;
     for index in 0..fleet.len() {
         fleet.send(
             index,
             speak("warming up: this visitor's conversation starts here"),
         );
+        // Paced at about 1,000 per second: a burst of more than ~500 messages committed together overflows natter's
+        // admin queue (two admin frames per message), and the admin would be kicked before the measurement starts.
+        if index % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     fleet.wait_answered(count, "warm-up").await?;
+    if admin.closed.load(Ordering::Relaxed) > 0 {
+        progress("latency: the admin was kicked during the warm-up; reconnecting it");
+        admin.close().await;
+        admin = open_admin().await?;
+    }
     let mut natter_runs = Vec::new();
     let mut sequence = 0;
     for &rate in &size.rates {
         let window = size.latency_window(rate);
         progress(&format!("latency: natter at {rate} msg/s for {window:?}"));
-        natter_runs.push(open_loop(&fleet, &probe, sequence, rate, window, pid).await);
+        let run = open_loop(&fleet, &probe, sequence, rate, window, pid).await;
         sequence += (rate as f64 * window.as_secs_f64()) as usize + 1;
+        // A kicked admin (too slow a consumer for natter's queue) misses everything after: say so, and reconnect
+        // for the next rate.
+        let kicked = admin.closed.load(Ordering::Relaxed) > 0;
+        if kicked {
+            admin.close().await;
+            admin = open_admin().await?;
+        }
+        natter_runs.push((run, kicked));
     }
-    let admin_kicked = admin.closed.load(Ordering::Relaxed) > 0;
     fleet.close().await;
     admin.close().await;
     wait_for_no_sockets(endpoint).await;
@@ -1598,7 +1630,7 @@ async fn latency_rows(
     }
     echoes.wait_answered(count, "echo warm-up").await?;
     let mut sequence = 0;
-    for (&rate, natter) in size.rates.iter().zip(&natter_runs) {
+    for (&rate, (natter, admin_kicked)) in size.rates.iter().zip(&natter_runs) {
         let window = size.latency_window(rate);
         progress(&format!("latency: echo at {rate} msg/s for {window:?}"));
         let ceiling = open_loop(&echoes, &echo_probe, sequence, rate, window, None).await;
@@ -1615,7 +1647,7 @@ async fn latency_rows(
             } else {
                 String::new()
             },
-            if admin_kicked {
+            if *admin_kicked {
                 "; admin kicked as slow consumer"
             } else {
                 ""
@@ -1822,16 +1854,14 @@ async fn throughput_rows(
     workspace: &Path,
 ) -> anyhow::Result<()> {
     // The owner's dashboard is open, as it would be: every message also fans out to it.
-    let admin = match password {
-        Some(password) => Some(
-            Fleet::open(
-                endpoint,
-                vec![Peer::Admin(login(endpoint, password).await?)],
-                None,
-                b"",
-            )
-            .await?,
-        ),
+    let cookie = match password {
+        Some(password) => Some(login(endpoint, password).await?),
+        None => None,
+    };
+    let open_admin =
+        |cookie: &String| Fleet::open(endpoint, vec![Peer::Admin(cookie.clone())], None, b"");
+    let mut admin = match &cookie {
+        Some(cookie) => Some(open_admin(cookie).await?),
         None => None,
     };
     for &senders in &size.senders {
@@ -1840,6 +1870,17 @@ async fn throughput_rows(
             size.throughput_window
         ));
         let natter = closed_loop(endpoint, false, senders, size.throughput_window, pid).await?;
+        // A burst of acknowledgements larger than natter's admin queue kicks the dashboard: say so, and reconnect it.
+        let mut admin_kicked = false;
+        if let (Some(fleet), Some(cookie)) = (admin.take(), &cookie) {
+            admin_kicked = fleet.closed.load(Ordering::Relaxed) > 0;
+            if admin_kicked {
+                fleet.close().await;
+                admin = Some(open_admin(cookie).await?);
+            } else {
+                admin = Some(fleet);
+            }
+        }
         wait_for_no_sockets(endpoint).await;
         progress(&format!(
             "throughput: {senders} echo senders, then redb in batches of {senders}"
@@ -1859,7 +1900,7 @@ async fn throughput_rows(
                 .await??;
         let ceiling = storage_ceiling.min(socket_ceiling.per_second);
         let natter_cell = format!(
-            "{} msg/s acked (ack p50 {} · p99 {} ms){}{}{}",
+            "{} msg/s acked (ack p50 {} · p99 {} ms){}{}{}{}",
             thousands(natter.per_second),
             milliseconds(natter.p50),
             milliseconds(natter.p99),
@@ -1874,6 +1915,11 @@ async fn throughput_rows(
             natter
                 .cpu
                 .map_or_else(String::new, |cpu| format!("; server CPU {cpu:.0}%")),
+            if admin_kicked {
+                "; admin dashboard kicked as a slow consumer"
+            } else {
+                ""
+            },
         );
         let ceiling_cell = format!(
             "redb batches of {senders}: {} msg/s; echo: {} msg/s",
@@ -1903,11 +1949,6 @@ async fn throughput_rows(
         let _ = natter.acknowledged;
     }
     if let Some(admin) = admin {
-        if admin.closed.load(Ordering::Relaxed) > 0 {
-            progress(
-                "note: the admin socket was kicked as a slow consumer during the throughput runs",
-            );
-        }
         admin.close().await;
     }
     Ok(())
