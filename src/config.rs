@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// The largest config file natter reads; a real one is a few hundred bytes.
 const MAX_CONFIG_BYTES: u64 = 256 * 1024;
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -210,20 +210,6 @@ impl Default for PushConfig {
             subject: "mailto:admin@localhost".into(),
             cooldown_seconds: 60,
             allow_loopback: false,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            tls: TlsConfig::default(),
-            admin: AdminConfig::default(),
-            widget: WidgetConfig::default(),
-            limits: LimitsConfig::default(),
-            push: PushConfig::default(),
-            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -524,7 +524,7 @@ pub fn closing_words(path: &Path, config: &Config) -> String {
         path.display()
     ));
     text.push_str(
-        "Under systemd, set server.data_dir = \"/var/lib/natter\" (the unit's StateDirectory).\n",
+        "Under systemd the data lives in /var/lib/natter (the unit's StateDirectory; it sets NATTER_DATA_DIR).\nBack it up with: sudo natter backup FILE --data-dir /var/lib/natter\n",
     );
     text
 }

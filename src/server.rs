@@ -45,8 +45,9 @@ pub struct Server {
     listener: TcpListener,
     /// The plain-HTTP listener that redirects to HTTPS, when `tls.redirect_listen` is set.
     redirect: Option<TcpListener>,
-    /// The control socket in the data dir (`natter backup`).
-    control: UnixListener,
+    /// The control socket in the data dir (`natter backup`); `None` when it could not be made, which costs the
+    /// live backup but must not keep the chat down.
+    control: Option<UnixListener>,
     /// `None` when `tls.mode` is `off`.
     tls: Option<Arc<Tls>>,
     app: Arc<App>,
@@ -76,7 +77,13 @@ impl Server {
             App::build(config, bound, environment_password, watcher).await?;
         let tls = Tls::from_config(&app.config, &app.public_origin, bound)?.map(Arc::new);
         // After the store is open: holding it proves no other natter uses this data dir, so a stale socket may go.
-        let control = backup::bind_control(&app.config.server.data_dir)?;
+        let control = match backup::bind_control(&app.config.server.data_dir) {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!("no control socket, so `natter backup` works only while natter is stopped: {error:#}");
+                None
+            }
+        };
         Ok(Server {
             listener,
             redirect,
@@ -135,11 +142,13 @@ impl Server {
                 app.shutdown.clone(),
             ));
         }
-        let control_task = tokio::spawn(backup::serve_control(
-            app.clone(),
-            control,
-            app.shutdown.clone(),
-        ));
+        let control_task = control.map(|control| {
+            tokio::spawn(backup::serve_control(
+                app.clone(),
+                control,
+                app.shutdown.clone(),
+            ))
+        });
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -158,7 +167,9 @@ impl Server {
         drop(listener);
         tracing::info!("shutting down: closing sockets and draining the store");
         let _ = shutdown.send(true);
-        let _ = control_task.await;
+        if let Some(control_task) = control_task {
+            let _ = control_task.await;
+        }
         let sockets_closed = async {
             while app.hub.open_visitor_sockets.load(Ordering::Relaxed)
                 + app.hub.open_admin_sockets.load(Ordering::Relaxed)

@@ -693,15 +693,16 @@ impl Store {
         let source = self.read()?;
         let target = Database::create(destination)?;
         let transaction = target.begin_write()?;
-        let mut copied = Vec::new();
-        copied.push(copy_table(&source, &transaction, META)?);
-        copied.push(copy_table(&source, &transaction, CONVERSATIONS)?);
-        copied.push(copy_table(&source, &transaction, MESSAGES)?);
-        copied.push(copy_table(&source, &transaction, CONVERSATION_MESSAGES)?);
-        copied.push(copy_table(&source, &transaction, VISITOR_TOKENS)?);
-        copied.push(copy_table(&source, &transaction, CLIENT_IDS)?);
-        copied.push(copy_table(&source, &transaction, SESSIONS)?);
-        copied.push(copy_table(&source, &transaction, PUSH_SUBSCRIPTIONS)?);
+        let copied = [
+            copy_table(&source, &transaction, META)?,
+            copy_table(&source, &transaction, CONVERSATIONS)?,
+            copy_table(&source, &transaction, MESSAGES)?,
+            copy_table(&source, &transaction, CONVERSATION_MESSAGES)?,
+            copy_table(&source, &transaction, VISITOR_TOKENS)?,
+            copy_table(&source, &transaction, CLIENT_IDS)?,
+            copy_table(&source, &transaction, SESSIONS)?,
+            copy_table(&source, &transaction, PUSH_SUBSCRIPTIONS)?,
+        ];
         for table in source.list_tables()? {
             if !copied.iter().any(|(name, _)| name == table.name()) {
                 return Err(StoreError::Storage(format!(

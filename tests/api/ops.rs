@@ -234,7 +234,7 @@ async fn a_certificate_renewed_on_disk_is_presented_by_the_next_handshake_withou
     let live_cert = pem.path().join("fullchain.pem");
     let live_key = pem.path().join("privkey.pem");
     std::fs::copy(&cert_path, &live_cert).unwrap();
-    std::fs::copy(&key_path, &key_path.with_file_name("privkey.pem")).unwrap();
+    std::fs::copy(&key_path, &live_key).unwrap();
     let app = spawn_app_with(|config| {
         config.tls.mode = TlsMode::Files;
         config.tls.cert = live_cert.clone();
