@@ -755,6 +755,9 @@ fn run_writer(file: &StoreFile, mut queue: mpsc::Receiver<Command>, stats: &Stor
             }
         }
         if let Some(done) = stop.take() {
+            // Close the file before saying so, so a new `Store::open` of the same file right after `close` finds it
+            // free (redb allows one open instance per file).
+            file.close_for_reopen();
             let _ = done.send(());
             return;
         }
