@@ -9,6 +9,12 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 for target in $(cargo fuzz list); do
   echo "fuzzing $target for ${seconds}s"
-  cargo fuzz run -O "$target" -- -max_total_time="$seconds" 2>&1 | grep -E '^Done|ERROR|panicked|SUMMARY' || true
-  test "${PIPESTATUS[0]}" -eq 0
+  log="$(mktemp)"
+  if ! cargo fuzz run -O "$target" -- -max_total_time="$seconds" >"$log" 2>&1; then
+    tail -n 40 "$log"
+    echo "fuzz target $target failed; the crashing input is under fuzz/artifacts/$target/" >&2
+    exit 1
+  fi
+  grep -E '^Done' "$log"
+  rm -f "$log"
 done
