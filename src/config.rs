@@ -230,34 +230,50 @@ impl Origin {
             .ok_or_else(|| format!("{text:?} is not an origin like https://blog.example.com"))?;
         let scheme = scheme.to_ascii_lowercase();
         let default_port = match scheme.as_str() {
-            "http" => "80",
-            "https" => "443",
+            "http" => 80,
+            "https" => 443,
             _ => return Err(format!("{text:?}: the scheme must be http or https")),
         };
         if rest.is_empty()
             || rest.len() > 253 + 6
-            || rest.contains(['/', '?', '#', '@', '\\', ' ', '%'])
-            || rest.chars().any(|c| c.is_control())
+            // Browsers send hosts in ASCII (punycode); anything else, a path, a query or user info is not an origin.
+            || !rest.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-.:[]_".contains(&byte))
         {
             return Err(format!(
-                "{text:?} is not an origin like https://blog.example.com (no path, no query)"
+                "{text:?} is not an origin like https://blog.example.com (ASCII host, no path, no query)"
             ));
         }
         let rest = rest.to_ascii_lowercase();
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, _)) if !host.ends_with(']') && host.contains(':') => (rest.as_str(), None),
-            Some((host, port)) => (host, Some(port)),
-            None => (rest.as_str(), None),
+        // An IPv6 literal in brackets, or a name or IPv4 address; then an optional port.
+        let (host, port) = match rest.strip_prefix('[') {
+            Some(inside) => {
+                let (address, after) = inside.split_once(']').ok_or_else(|| format!("{text:?} has an unclosed ["))?;
+                address
+                    .parse::<std::net::Ipv6Addr>()
+                    .map_err(|_| format!("{text:?} has an invalid IPv6 address"))?;
+                let port = match after {
+                    "" => None,
+                    _ => Some(after.strip_prefix(':').ok_or_else(|| format!("{text:?} has text after the ]"))?),
+                };
+                (&rest[..address.len() + 2], port)
+            }
+            None => match rest.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest.as_str(), None),
+            },
         };
-        if host.is_empty() {
-            return Err(format!("{text:?} has no host"));
+        if host.is_empty() || (!host.starts_with('[') && host.contains(['[', ']', ':'])) {
+            return Err(format!("{text:?} has no valid host"));
         }
         let port = match port {
             Some(port) => {
+                // Digits only: `parse` alone would take "+80" and make it a different origin from "80".
                 let number: u16 = port
                     .parse()
-                    .map_err(|_| format!("{text:?} has an invalid port"))?;
-                if port == default_port {
+                    .ok()
+                    .filter(|_| !port.is_empty() && port.bytes().all(|byte| byte.is_ascii_digit()))
+                    .ok_or_else(|| format!("{text:?} has an invalid port"))?;
+                if number == default_port {
                     None
                 } else {
                     Some(number)
@@ -507,6 +523,13 @@ mod tests {
                 .as_str(),
             "https://blog.example.com"
         );
+        // Found by the origin fuzz target: a signed or zero-padded port made a second spelling of one origin.
+        assert!(Origin::parse("http://t:+80").is_err());
+        assert!(Origin::parse("http://.f\u{5c2}\u{a0}:80").is_err());
+        assert!(Origin::parse("http://h]z]]:000]z]]:80").is_err());
+        assert!(Origin::parse("http://[::1:80").is_err());
+        assert_eq!(Origin::parse("http://[::1]:80").unwrap().as_str(), "http://[::1]");
+        assert_eq!(Origin::parse("http://t:080").unwrap().as_str(), "http://t");
         assert_eq!(
             Origin::parse("http://127.0.0.1:8080").unwrap().as_str(),
             "http://127.0.0.1:8080"
