@@ -103,7 +103,7 @@ struct Options {
     /// Reconnect storm: visitors that reconnect at once.
     #[arg(long)]
     storm: Option<usize>,
-    /// Passed by `cargo bench`; ignored.
+    /// Passed by `cargo bench`. Without it (`cargo test --all-targets` runs this binary too) nothing is measured.
     #[arg(long, hide = true)]
     bench: bool,
     /// Internal: run as the echo server (the socket ceiling) and print its address.
@@ -178,6 +178,9 @@ fn main() -> ExitCode {
     let options = Options::parse();
     let result = if options.echo_server {
         echo_server::run()
+    } else if !options.bench && options.url.is_none() {
+        println!("the load benchmark runs under `cargo bench --bench load`; nothing to do here");
+        Ok(())
     } else {
         run_benchmark(options)
     };

@@ -20,7 +20,7 @@ use http::{HeaderMap, Response};
 use http_body_util::Full;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{BufWriter, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 
@@ -42,7 +42,17 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Outbound frames queued for one socket before it counts as too slow and is kicked. A visitor sees a handful of
 /// events per message; an admin sees every message of every conversation, so it gets more room for bursts.
 const VISITOR_QUEUE: usize = 64;
-const ADMIN_QUEUE: usize = 1024;
+/// An admin gets two frames per message (the message and the conversation's summary), and one store commit can
+/// release up to `MAX_BATCH` (1,024) messages at once: the queue holds a whole burst with room to spare.
+const ADMIN_QUEUE: usize = 4096;
+
+/// Frames written into the buffer before it is flushed, so one busy socket cannot hold its writer forever.
+const MAX_FRAMES_PER_FLUSH: usize = 256;
+
+/// The write buffer of a socket. A visitor's frames are small and few (pings, a message now and then); an admin's
+/// come in bursts, which the buffer turns into few large writes.
+const VISITOR_WRITE_BUFFER: usize = 1024;
+const ADMIN_WRITE_BUFFER: usize = 16 * 1024;
 
 /// ActionCable's client expects a ping every 3 seconds and reconnects after about 6 without one.
 const PING_INTERVAL: Duration = Duration::from_secs(3);
@@ -54,9 +64,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
 
-
 type Reader<'a> = WebSocketRead<&'a mut ReadHalf<TokioIo<Upgraded>>>;
-type Writer = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
+type Writer = WebSocketWrite<BufWriter<WriteHalf<TokioIo<Upgraded>>>>;
 pub type Body = Full<Bytes>;
 
 /// Who asked for the socket, decided from the request before upgrading.
@@ -227,9 +236,14 @@ async fn serve(
     // Split by hand rather than with `WebSocket::split`, so the read half stays ours after the reader is done with
     // it: see `linger`.
     let (mut read_stream, write_stream) = tokio::io::split(socket.into_inner());
+    let buffer = if matches!(caller, Caller::Admin(_)) {
+        ADMIN_WRITE_BUFFER
+    } else {
+        VISITOR_WRITE_BUFFER
+    };
     let (mut reader, writer) = fastwebsockets::after_handshake_split(
         &mut read_stream,
-        write_stream,
+        BufWriter::with_capacity(buffer, write_stream),
         fastwebsockets::Role::Server,
     );
     reader.set_max_message_size(MAX_MESSAGE_BYTES);
@@ -364,7 +378,8 @@ async fn read_loop(
             OpCode::Text if frame.fin && !fragmented => {
                 // fastwebsockets has checked that a final text frame is UTF-8.
                 let text = std::str::from_utf8(&frame.payload).unwrap_or_default();
-                connection.handle(text).await;
+                // Boxed: the handler's state is large, and inline it would sit in every idle socket's task.
+                Box::pin(connection.handle(text)).await;
             }
             OpCode::Text if !fragmented => {
                 fragmented = true;
@@ -381,7 +396,8 @@ async fn read_loop(
                     let Ok(text) = std::str::from_utf8(&fragments) else {
                         return Some((1007, "invalid_utf8"));
                     };
-                    connection.handle(text).await;
+                    // Boxed: the handler's state is large, and inline it would sit in every idle socket's task.
+                    Box::pin(connection.handle(text)).await;
                     fragments = Vec::new();
                 }
             }
@@ -405,15 +421,19 @@ fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
 }
 
 /// Owns the write half: sends queued frames, events (wrapped with this socket's identifiers), and pings, until told
-/// to close, kicked, shut down, or the peer stops taking frames.
+/// to close, kicked, shut down, or the peer stops taking frames. Whatever is queued when it wakes is written into
+/// the buffer together and flushed once, so a burst of events costs one system call, not one per frame.
 async fn write_loop(
-    mut writer: Writer,
+    writer: Writer,
     mut outbox: mpsc::Receiver<Outbound>,
     kick: Arc<Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut visitor_identifier: Option<Arc<str>> = None;
-    let mut admin_identifier: Option<Arc<str>> = None;
+    let mut sink = Sink {
+        writer,
+        visitor_identifier: None,
+        admin_identifier: None,
+    };
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -440,70 +460,85 @@ async fn write_loop(
                 _ = ping.tick() => Outbound::Frame(protocol::ping(crate::timestamp::now_millis().unsigned_abs() / 1000)),
             }
         };
-        let (frame, last) = match outbound {
-            Outbound::Frame(text) => (Frame::text(Payload::Owned(text.into_bytes())), false),
-            Outbound::Event(channel, event) => {
-                let identifier = match channel {
-                    Channel::Visitor => &visitor_identifier,
-                    Channel::Admin => &admin_identifier,
-                };
-                let Some(identifier) = identifier else {
-                    continue;
-                };
-                (
-                    Frame::text(Payload::Owned(
-                        protocol::channel_message(identifier, &event).into_bytes(),
-                    )),
-                    false,
-                )
+        let sent = tokio::time::timeout(WRITE_TIMEOUT, async {
+            let mut open = sink.put(outbound).await?;
+            let mut drained = 0;
+            while open && drained < MAX_FRAMES_PER_FLUSH {
+                let Ok(next) = outbox.try_recv() else { break };
+                open = sink.put(next).await?;
+                drained += 1;
             }
-            Outbound::Subscribed(channel, identifier) => {
-                match channel {
-                    Channel::Visitor => visitor_identifier = Some(identifier),
-                    Channel::Admin => admin_identifier = Some(identifier),
-                }
-                continue;
-            }
-            Outbound::Unsubscribed(channel) => {
-                match channel {
-                    Channel::Visitor => visitor_identifier = None,
-                    Channel::Admin => admin_identifier = None,
-                }
-                continue;
-            }
-            Outbound::Control(opcode, payload) => (
-                Frame::new(true, opcode, None, Payload::Owned(payload)),
-                opcode == OpCode::Close,
-            ),
-            Outbound::Close {
-                code,
-                reason,
-                reconnect,
-            } => {
-                let goodbye = Frame::text(Payload::Owned(
-                    protocol::disconnect(reason, reconnect).into_bytes(),
-                ));
-                if write(&mut writer, goodbye).await.is_ok() {
-                    let _ = write(&mut writer, Frame::close(code, reason.as_bytes())).await;
-                }
-                return;
-            }
-        };
-        if write(&mut writer, frame).await.is_err() || last {
+            sink.writer.flush().await?;
+            Ok::<bool, WebSocketError>(open)
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(true))) {
             return;
         }
     }
 }
 
-async fn write(writer: &mut Writer, frame: Frame<'_>) -> Result<(), ()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, async {
-        writer.write_frame(frame).await?;
-        writer.flush().await
-    })
-    .await
-    {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
+/// The buffered write half with the identifiers this socket's events are wrapped in.
+struct Sink {
+    writer: Writer,
+    visitor_identifier: Option<Arc<str>>,
+    admin_identifier: Option<Arc<str>>,
+}
+
+impl Sink {
+    /// Writes one outbound item into the buffer; answers whether the socket stays open (a close ends it).
+    async fn put(&mut self, outbound: Outbound) -> Result<bool, WebSocketError> {
+        let frame = match outbound {
+            Outbound::Frame(text) => Frame::text(Payload::Owned(text.into_bytes())),
+            Outbound::Event(channel, event) => {
+                let identifier = match channel {
+                    Channel::Visitor => &self.visitor_identifier,
+                    Channel::Admin => &self.admin_identifier,
+                };
+                let Some(identifier) = identifier else {
+                    return Ok(true);
+                };
+                Frame::text(Payload::Owned(
+                    protocol::channel_message(identifier, &event).into_bytes(),
+                ))
+            }
+            Outbound::Subscribed(channel, identifier) => {
+                match channel {
+                    Channel::Visitor => self.visitor_identifier = Some(identifier),
+                    Channel::Admin => self.admin_identifier = Some(identifier),
+                }
+                return Ok(true);
+            }
+            Outbound::Unsubscribed(channel) => {
+                match channel {
+                    Channel::Visitor => self.visitor_identifier = None,
+                    Channel::Admin => self.admin_identifier = None,
+                }
+                return Ok(true);
+            }
+            Outbound::Control(opcode, payload) => {
+                self.writer
+                    .write_frame(Frame::new(true, opcode, None, Payload::Owned(payload)))
+                    .await?;
+                return Ok(opcode != OpCode::Close);
+            }
+            Outbound::Close {
+                code,
+                reason,
+                reconnect,
+            } => {
+                let goodbye = protocol::disconnect(reason, reconnect);
+                self.writer
+                    .write_frame(Frame::text(Payload::Owned(goodbye.into_bytes())))
+                    .await?;
+                self.writer
+                    .write_frame(Frame::close(code, reason.as_bytes()))
+                    .await?;
+                return Ok(false);
+            }
+        };
+        self.writer.write_frame(frame).await?;
+        Ok(true)
     }
 }
 

@@ -421,7 +421,10 @@ impl Connection {
         })));
         self.app
             .hub
-            .to_admins(&conversation_event(&self.app, &appended.conversation));
+            .to_admins(&event(json!({
+                "type": "conversation",
+                "conversation": summary_with(&self.app, &appended.conversation, Some(&appended.message)),
+            })));
         crate::push::message_stored(&self.app, &appended.conversation, &appended.message);
     }
 
@@ -491,6 +494,11 @@ pub fn summary(app: &App, conversation: &Conversation) -> Value {
     let last_message: Option<Message> = conversation
         .last_message_id
         .and_then(|id| app.store.message(id).ok().flatten());
+    summary_with(app, conversation, last_message.as_ref())
+}
+
+/// A summary when the caller already holds the last message (it just stored it): no store read.
+fn summary_with(app: &App, conversation: &Conversation, last_message: Option<&Message>) -> Value {
     let online = conversation
         .token_hash()
         .is_some_and(|hash| app.hub.visitor_online(&hash));

@@ -247,13 +247,19 @@ impl Origin {
         // An IPv6 literal in brackets, or a name or IPv4 address; then an optional port.
         let (host, port) = match rest.strip_prefix('[') {
             Some(inside) => {
-                let (address, after) = inside.split_once(']').ok_or_else(|| format!("{text:?} has an unclosed ["))?;
+                let (address, after) = inside
+                    .split_once(']')
+                    .ok_or_else(|| format!("{text:?} has an unclosed ["))?;
                 address
                     .parse::<std::net::Ipv6Addr>()
                     .map_err(|_| format!("{text:?} has an invalid IPv6 address"))?;
                 let port = match after {
                     "" => None,
-                    _ => Some(after.strip_prefix(':').ok_or_else(|| format!("{text:?} has text after the ]"))?),
+                    _ => Some(
+                        after
+                            .strip_prefix(':')
+                            .ok_or_else(|| format!("{text:?} has text after the ]"))?,
+                    ),
                 };
                 (&rest[..address.len() + 2], port)
             }
@@ -528,7 +534,10 @@ mod tests {
         assert!(Origin::parse("http://.f\u{5c2}\u{a0}:80").is_err());
         assert!(Origin::parse("http://h]z]]:000]z]]:80").is_err());
         assert!(Origin::parse("http://[::1:80").is_err());
-        assert_eq!(Origin::parse("http://[::1]:80").unwrap().as_str(), "http://[::1]");
+        assert_eq!(
+            Origin::parse("http://[::1]:80").unwrap().as_str(),
+            "http://[::1]"
+        );
         assert_eq!(Origin::parse("http://t:080").unwrap().as_str(), "http://t");
         assert_eq!(
             Origin::parse("http://127.0.0.1:8080").unwrap().as_str(),

@@ -55,6 +55,22 @@ pub struct Server {
     password_source: PasswordSource,
 }
 
+/// Connections the kernel queues before natter accepts them. tokio's default (1,024) drops connection attempts
+/// when thousands of visitors reconnect at once after a restart; they retry after a second, which slows the storm.
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // A restarted natter must get its port back while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 impl Server {
     /// Binds `server.listen` (and `tls.redirect_listen`), opens the store, settles the admin password, prepares TLS.
     pub async fn build(
@@ -62,7 +78,7 @@ impl Server {
         environment_password: Option<&str>,
     ) -> anyhow::Result<Server> {
         let listen = config.server.listen;
-        let listener = TcpListener::bind(listen).await.map_err(|error| {
+        let listener = bind(listen).map_err(|error| {
             anyhow::anyhow!("cannot listen on {listen}: {error}; choose another address with --listen or server.listen")
         })?;
         let redirect = match config.tls.redirect_listen {

@@ -1,5 +1,7 @@
 //! The store: everything natter keeps, in one redb file, behind typed methods.
 //!
+//! `writer` holds the one writer thread (group commit); `snapshot` the consistent copy `natter backup` takes.
+//!
 //! Reads open a read transaction on the caller's thread (redb readers never wait for the writer). Every write goes
 //! through one writer thread that does group commit: it takes a write, then every other write already queued (up to
 //! `MAX_BATCH`), applies them all in one transaction and commits it with `Durability::Immediate` (one fsync for the
@@ -8,20 +10,25 @@
 //! keep their messages and send them again.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::timestamp;
+
+mod snapshot;
+mod writer;
+
+pub use snapshot::SnapshotSummary;
+use writer::{run_writer, Command, Job, Outcome, StoreFile, Write};
 
 /// Bumped when the layout of the tables changes; a store written by a newer natter is refused, not misread.
 const SCHEMA_VERSION: u64 = 1;
@@ -169,77 +176,6 @@ impl<E: Into<redb::Error>> From<E> for StoreError {
     }
 }
 
-enum Write {
-    Speak {
-        token_hash: TokenHash,
-        content: String,
-        client_id: Uuid,
-    },
-    Reply {
-        conversation_id: Uuid,
-        content: String,
-        client_id: Uuid,
-    },
-    Identify {
-        token_hash: TokenHash,
-        name: String,
-        email: Option<String>,
-    },
-    AdminRead {
-        conversation_id: Uuid,
-        up_to: u64,
-    },
-    VisitorRead {
-        conversation_id: Uuid,
-        up_to: u64,
-    },
-    SetPage {
-        conversation_id: Uuid,
-        page: Page,
-    },
-    Delete {
-        conversation_id: Uuid,
-    },
-    PutSession {
-        hash: TokenHash,
-        session: Session,
-    },
-    DeleteSession {
-        hash: TokenHash,
-    },
-    DeleteSessionsOf {
-        username: String,
-    },
-    PutMeta {
-        key: String,
-        value: Vec<u8>,
-    },
-    PutPushSubscription {
-        endpoint: String,
-        json: Vec<u8>,
-    },
-    DeletePushSubscription {
-        endpoint: String,
-    },
-}
-
-enum Outcome {
-    Appended(Box<Appended>),
-    Conversation(Option<Box<Conversation>>),
-    Done,
-}
-
-struct Job {
-    write: Write,
-    reply: oneshot::Sender<Result<Outcome, StoreError>>,
-}
-
-enum Command {
-    Write(Job),
-    /// Commit what came before, answer, and end the writer thread.
-    Stop(oneshot::Sender<()>),
-}
-
 /// Counters the metrics page shows.
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -258,7 +194,12 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) `natter.redb` in `data_dir` and starts the writer thread.
     pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
-        std::fs::create_dir_all(data_dir).map_err(|error| {
+        // Only natter's user may read the conversations: the data dir is made 0700 (the unit also sets UMask=0077).
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(data_dir).map_err(|error| {
             anyhow::anyhow!(
                 "cannot create the data dir {}: {error}; set server.data_dir or --data-dir",
                 data_dir.display()
@@ -594,37 +535,13 @@ impl Store {
             return Ok(MessagePage::default());
         }
         let range = index.range((key, low)..(key, high))?;
-        let mut ids = Vec::with_capacity(limit.min(256));
-        let mut more = false;
-        let mut collect = |entry: Result<
-            (
-                redb::AccessGuard<'_, (u128, u64)>,
-                redb::AccessGuard<'_, ()>,
-            ),
-            redb::StorageError,
-        >|
-         -> Result<bool, StoreError> {
-            if ids.len() == limit {
-                more = true;
-                return Ok(false);
-            }
-            ids.push(entry?.0.value().1);
-            Ok(true)
-        };
-        if before.is_some() {
-            for entry in range.rev() {
-                if !collect(entry)? {
-                    break;
-                }
-            }
+        let (ids, more) = if before.is_some() {
+            let (mut ids, more) = first_ids(range.rev(), limit)?;
             ids.reverse();
+            (ids, more)
         } else {
-            for entry in range {
-                if !collect(entry)? {
-                    break;
-                }
-            }
-        }
+            first_ids(range, limit)?
+        };
         let mut page = MessagePage {
             messages: Vec::with_capacity(ids.len()),
             more,
@@ -684,511 +601,39 @@ impl Store {
         let table = self.read()?.open_table(CONVERSATIONS)?;
         Ok(table.len()?)
     }
-
-    /// Copies every table, as one read transaction sees it, into a new redb file at `destination`: a consistent
-    /// backup taken while the writer goes on (redb readers never block it). `natter backup` uses it through the
-    /// server's control socket. A table this method does not know is an error, not a silent gap in the backup.
-    pub fn snapshot_to(&self, destination: &Path) -> Result<SnapshotSummary, StoreError> {
-        use redb::TableHandle;
-        let source = self.read()?;
-        let target = Database::create(destination)?;
-        let transaction = target.begin_write()?;
-        let copied = [
-            copy_table(&source, &transaction, META)?,
-            copy_table(&source, &transaction, CONVERSATIONS)?,
-            copy_table(&source, &transaction, MESSAGES)?,
-            copy_table(&source, &transaction, CONVERSATION_MESSAGES)?,
-            copy_table(&source, &transaction, VISITOR_TOKENS)?,
-            copy_table(&source, &transaction, CLIENT_IDS)?,
-            copy_table(&source, &transaction, SESSIONS)?,
-            copy_table(&source, &transaction, PUSH_SUBSCRIPTIONS)?,
-        ];
-        for table in source.list_tables()? {
-            if !copied.iter().any(|(name, _)| name == table.name()) {
-                return Err(StoreError::Storage(format!(
-                    "the snapshot does not know the table {:?}",
-                    table.name()
-                )));
-            }
-        }
-        transaction.commit()?;
-        let messages = copied
-            .iter()
-            .find(|(name, _)| name == MESSAGES.name())
-            .map_or(0, |(_, rows)| *rows);
-        Ok(SnapshotSummary {
-            messages,
-            tables: copied.len(),
-        })
-    }
-}
-
-fn run_writer(file: &StoreFile, mut queue: mpsc::Receiver<Command>, stats: &StoreStats) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut stop = None;
-    while let Some(command) = queue.blocking_recv() {
-        let mut next = Some(command);
-        while let Some(command) = next.take() {
-            match command {
-                Command::Write(job) => batch.push(job),
-                Command::Stop(done) => {
-                    stop = Some(done);
-                    break;
-                }
-            }
-            if batch.len() < MAX_BATCH {
-                next = queue.try_recv().ok();
-            }
-        }
-        if !batch.is_empty() {
-            match file.database().or_else(|_| file.reopen()) {
-                Ok(database) => {
-                    if !commit_batch(&database, &mut batch, stats) {
-                        drop(database);
-                        // redb refuses all writes after an I/O error until the file is opened again; do that now,
-                        // so writing resumes by itself once the cause (a full disk, say) is gone.
-                        file.close_for_reopen();
-                        let _ = file.reopen();
-                    }
-                }
-                Err(error) => fail_batch(&mut batch, &error, stats),
-            }
-        }
-        if let Some(done) = stop.take() {
-            // Close the file before saying so, so a new `Store::open` of the same file right after `close` finds it
-            // free (redb allows one open instance per file).
-            file.close_for_reopen();
-            let _ = done.send(());
-            return;
-        }
-    }
-}
-
-/// The redb file, which the writer may close and open again after an I/O error. Readers take a clone of the `Arc`
-/// for the length of one read transaction.
-struct StoreFile {
-    /// `None` while the file is being (or could not be) opened again after a failure.
-    database: RwLock<Option<Arc<Database>>>,
-    path: PathBuf,
-}
-
-impl StoreFile {
-    fn database(&self) -> Result<Arc<Database>, StoreError> {
-        self.database
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .clone()
-            .ok_or_else(|| StoreError::Storage("the store is reopening after a write error".into()))
-    }
-
-    /// Takes the database out, waits (briefly) for readers to finish with it, and closes it.
-    fn close_for_reopen(&self) {
-        let taken = self
-            .database
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .take();
-        if let Some(mut database) = taken {
-            for _ in 0..500 {
-                match Arc::try_unwrap(database) {
-                    Ok(database) => {
-                        drop(database);
-                        return;
-                    }
-                    Err(shared) => {
-                        database = shared;
-                        std::thread::sleep(std::time::Duration::from_millis(10));
-                    }
-                }
-            }
-            tracing::error!("readers held the store for 5 s after a write error; it stays closed until they finish");
-        }
-    }
-
-    fn reopen(&self) -> Result<Arc<Database>, StoreError> {
-        let mut slot = self
-            .database
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if let Some(database) = slot.as_ref() {
-            return Ok(database.clone());
-        }
-        let database = Arc::new(Database::create(&self.path)?);
-        tracing::info!(path = %self.path.display(), "the store is open again after a write error");
-        *slot = Some(database.clone());
-        Ok(database)
-    }
-}
-
-fn fail_batch(batch: &mut Vec<Job>, error: &StoreError, stats: &StoreStats) {
-    stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-    let detail = match error {
-        StoreError::Storage(detail) => detail.clone(),
-        other => format!("{other:?}"),
-    };
-    tracing::error!(error = %detail, writes = batch.len(), "store commit failed; the writes were not acknowledged");
-    for job in batch.drain(..) {
-        let _ = job.reply.send(Err(StoreError::Storage(detail.clone())));
-    }
-}
-
-/// Applies every job in one transaction and commits once; then, and only then, answers them. Answers whether the
-/// commit succeeded.
-fn commit_batch(database: &Database, batch: &mut Vec<Job>, stats: &StoreStats) -> bool {
-    let result = (|| -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
-        let mut transaction = database.begin_write()?;
-        transaction.set_durability(Durability::Immediate)?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for job in batch.iter_mut() {
-            let write = std::mem::replace(&mut job.write, Write::DeleteSession { hash: [0; 32] });
-            outcomes.push(apply(&transaction, write));
-        }
-        // A storage error inside one job may have left the transaction half-written: give up on all of it.
-        if outcomes
-            .iter()
-            .any(|outcome| matches!(outcome, Err(StoreError::Storage(_))))
-        {
-            let detail = outcomes
-                .iter()
-                .find_map(|outcome| match outcome {
-                    Err(StoreError::Storage(detail)) => Some(detail.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            return Err(StoreError::Storage(detail));
-        }
-        transaction.commit()?;
-        Ok(outcomes)
-    })();
-    match result {
-        Ok(outcomes) => {
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            stats
-                .writes
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            for (job, outcome) in batch.drain(..).zip(outcomes) {
-                let _ = job.reply.send(outcome);
-            }
-            true
-        }
-        Err(error) => {
-            fail_batch(batch, &error, stats);
-            false
-        }
-    }
-}
-
-fn apply(transaction: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
-    match write {
-        Write::Speak {
-            token_hash,
-            content,
-            client_id,
-        } => {
-            let (conversation, created) = match conversation_for_token(transaction, &token_hash)? {
-                Some(conversation) => (conversation, false),
-                None => (new_conversation(transaction, &token_hash)?, true),
-            };
-            append(
-                transaction,
-                conversation,
-                Sender::Visitor,
-                content,
-                client_id,
-                created,
-            )
-        }
-        Write::Reply {
-            conversation_id,
-            content,
-            client_id,
-        } => {
-            let conversation = load_conversation(transaction, conversation_id)?
-                .ok_or_else(|| StoreError::Rejected(ApiError::not_found("no such conversation")))?;
-            append(
-                transaction,
-                conversation,
-                Sender::Admin,
-                content,
-                client_id,
-                false,
-            )
-        }
-        Write::Identify {
-            token_hash,
-            name,
-            email,
-        } => {
-            let mut conversation = match conversation_for_token(transaction, &token_hash)? {
-                Some(conversation) => conversation,
-                None => new_conversation(transaction, &token_hash)?,
-            };
-            conversation.visitor_name = Some(name).filter(|name| !name.is_empty());
-            conversation.email = email;
-            conversation.updated_at = timestamp::now_millis();
-            save_conversation(transaction, &conversation)?;
-            Ok(Outcome::Conversation(Some(Box::new(conversation))))
-        }
-        Write::AdminRead {
-            conversation_id,
-            up_to,
-        } => update_conversation(transaction, conversation_id, |conversation| {
-            conversation.unread_count = 0;
-            conversation.admin_read_up_to = conversation.admin_read_up_to.max(up_to);
-        }),
-        Write::VisitorRead {
-            conversation_id,
-            up_to,
-        } => update_conversation(transaction, conversation_id, |conversation| {
-            conversation.visitor_read_up_to = conversation.visitor_read_up_to.max(up_to);
-        }),
-        Write::SetPage {
-            conversation_id,
-            page,
-        } => update_conversation(transaction, conversation_id, |conversation| {
-            conversation.page = Some(page);
-        }),
-        Write::Delete { conversation_id } => {
-            let Some(conversation) = load_conversation(transaction, conversation_id)? else {
-                return Ok(Outcome::Conversation(None));
-            };
-            let key = conversation_id.as_u128();
-            let mut index = transaction.open_table(CONVERSATION_MESSAGES)?;
-            let mut messages = transaction.open_table(MESSAGES)?;
-            let ids: Vec<u64> = index
-                .range((key, 0)..=(key, u64::MAX))?
-                .map(|entry| entry.map(|(ids, _)| ids.value().1))
-                .collect::<Result<_, _>>()?;
-            for id in ids {
-                messages.remove(id)?;
-                index.remove((key, id))?;
-            }
-            let mut client_ids = transaction.open_table(CLIENT_IDS)?;
-            client_ids.retain_in((key, 0)..=(key, u128::MAX), |_, _| false)?;
-            if let Some(hash) = conversation.token_hash() {
-                transaction
-                    .open_table(VISITOR_TOKENS)?
-                    .remove(hash.as_slice())?;
-            }
-            transaction.open_table(CONVERSATIONS)?.remove(key)?;
-            Ok(Outcome::Conversation(Some(Box::new(conversation))))
-        }
-        Write::PutSession { hash, session } => {
-            transaction
-                .open_table(SESSIONS)?
-                .insert(hash.as_slice(), encode(&session).as_slice())?;
-            Ok(Outcome::Done)
-        }
-        Write::DeleteSession { hash } => {
-            transaction.open_table(SESSIONS)?.remove(hash.as_slice())?;
-            Ok(Outcome::Done)
-        }
-        Write::DeleteSessionsOf { username } => {
-            let now = timestamp::now_millis();
-            transaction.open_table(SESSIONS)?.retain(|_, value| {
-                serde_json::from_slice::<Session>(value)
-                    .is_ok_and(|session| session.username != username && session.expires_at > now)
-            })?;
-            Ok(Outcome::Done)
-        }
-        Write::PutMeta { key, value } => {
-            transaction
-                .open_table(META)?
-                .insert(key.as_str(), value.as_slice())?;
-            Ok(Outcome::Done)
-        }
-        Write::PutPushSubscription { endpoint, json } => {
-            transaction
-                .open_table(PUSH_SUBSCRIPTIONS)?
-                .insert(endpoint.as_str(), json.as_slice())?;
-            Ok(Outcome::Done)
-        }
-        Write::DeletePushSubscription { endpoint } => {
-            transaction
-                .open_table(PUSH_SUBSCRIPTIONS)?
-                .remove(endpoint.as_str())?;
-            Ok(Outcome::Done)
-        }
-    }
-}
-
-fn append(
-    transaction: &WriteTransaction,
-    mut conversation: Conversation,
-    sender: Sender,
-    content: String,
-    client_id: Uuid,
-    created: bool,
-) -> Result<Outcome, StoreError> {
-    let key = conversation.id.as_u128();
-    let mut client_ids = transaction.open_table(CLIENT_IDS)?;
-    let mut messages = transaction.open_table(MESSAGES)?;
-    if let Some(existing) = client_ids
-        .get((key, client_id.as_u128()))?
-        .map(|value| value.value())
-    {
-        if let Some(message) = messages
-            .get(existing)?
-            .map(|value| decode::<Message>(value.value()))
-            .transpose()?
-        {
-            return Ok(Outcome::Appended(Box::new(Appended {
-                message,
-                conversation,
-                duplicate: true,
-                created: false,
-            })));
-        }
-    }
-    let id = next_message_id(transaction)?;
-    let now = timestamp::now_millis();
-    let message = Message {
-        id,
-        conversation_id: conversation.id,
-        sender,
-        content,
-        created_at: timestamp::rfc3339(now),
-        client_id: Some(client_id),
-    };
-    messages.insert(id, encode(&message).as_slice())?;
-    transaction
-        .open_table(CONVERSATION_MESSAGES)?
-        .insert((key, id), ())?;
-    client_ids.insert((key, client_id.as_u128()), id)?;
-    conversation.last_message_id = Some(id);
-    conversation.updated_at = now;
-    match sender {
-        Sender::Visitor => conversation.unread_count = conversation.unread_count.saturating_add(1),
-        // Replying means the admin has read everything before the reply.
-        Sender::Admin => {
-            conversation.unread_count = 0;
-            conversation.admin_read_up_to = id;
-        }
-    }
-    save_conversation(transaction, &conversation)?;
-    Ok(Outcome::Appended(Box::new(Appended {
-        message,
-        conversation,
-        duplicate: false,
-        created,
-    })))
-}
-
-fn next_message_id(transaction: &WriteTransaction) -> Result<u64, StoreError> {
-    let mut meta = transaction.open_table(META)?;
-    let id = meta
-        .get(NEXT_MESSAGE_ID)?
-        .map_or(1, |value| read_u64(value.value()));
-    meta.insert(NEXT_MESSAGE_ID, (id + 1).to_le_bytes().as_slice())?;
-    Ok(id)
-}
-
-fn conversation_for_token(
-    transaction: &WriteTransaction,
-    token_hash: &TokenHash,
-) -> Result<Option<Conversation>, StoreError> {
-    let id = transaction
-        .open_table(VISITOR_TOKENS)?
-        .get(token_hash.as_slice())?
-        .map(|value| value.value());
-    match id {
-        Some(id) => load_conversation(transaction, Uuid::from_u128(id)),
-        None => Ok(None),
-    }
-}
-
-fn new_conversation(
-    transaction: &WriteTransaction,
-    token_hash: &TokenHash,
-) -> Result<Conversation, StoreError> {
-    let now = timestamp::now_millis();
-    let conversation = Conversation {
-        id: Uuid::new_v4(),
-        token_hash: token_hash
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect(),
-        visitor_name: None,
-        email: None,
-        unread_count: 0,
-        last_message_id: None,
-        created_at: now,
-        updated_at: now,
-        page: None,
-        admin_read_up_to: 0,
-        visitor_read_up_to: 0,
-    };
-    transaction
-        .open_table(VISITOR_TOKENS)?
-        .insert(token_hash.as_slice(), conversation.id.as_u128())?;
-    save_conversation(transaction, &conversation)?;
-    Ok(conversation)
-}
-
-fn load_conversation(
-    transaction: &WriteTransaction,
-    id: Uuid,
-) -> Result<Option<Conversation>, StoreError> {
-    let table = transaction.open_table(CONVERSATIONS)?;
-    let value = table.get(id.as_u128())?;
-    value.map(|value| decode(value.value())).transpose()
-}
-
-fn save_conversation(
-    transaction: &WriteTransaction,
-    conversation: &Conversation,
-) -> Result<(), StoreError> {
-    transaction
-        .open_table(CONVERSATIONS)?
-        .insert(conversation.id.as_u128(), encode(conversation).as_slice())?;
-    Ok(())
-}
-
-fn update_conversation(
-    transaction: &WriteTransaction,
-    id: Uuid,
-    change: impl FnOnce(&mut Conversation),
-) -> Result<Outcome, StoreError> {
-    let Some(mut conversation) = load_conversation(transaction, id)? else {
-        return Ok(Outcome::Conversation(None));
-    };
-    change(&mut conversation);
-    save_conversation(transaction, &conversation)?;
-    Ok(Outcome::Conversation(Some(Box::new(conversation))))
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records always serialize")
 }
 
-/// What `Store::snapshot_to` copied.
-#[derive(Debug, Clone, Copy)]
-pub struct SnapshotSummary {
-    pub messages: u64,
-    pub tables: usize,
-}
-
-/// Copies one table row by row; answers its name and how many rows it held.
-fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
-    source: &ReadTransaction,
-    target: &WriteTransaction,
-    definition: TableDefinition<K, V>,
-) -> Result<(String, u64), StoreError> {
-    use redb::TableHandle;
-    let from = source.open_table(definition)?;
-    let mut to = target.open_table(definition)?;
-    let mut rows = 0;
-    for entry in from.iter()? {
-        let (key, value) = entry?;
-        to.insert(key.value(), value.value())?;
-        rows += 1;
-    }
-    Ok((definition.name().to_string(), rows))
-}
-
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|error| StoreError::Storage(format!("a stored record does not decode: {error}")))
+}
+
+/// An entry of the per-conversation message index.
+type IndexEntry<'a> = Result<
+    (
+        redb::AccessGuard<'a, (u128, u64)>,
+        redb::AccessGuard<'a, ()>,
+    ),
+    redb::StorageError,
+>;
+
+/// The message ids of the first `limit` index entries, and whether there were more.
+fn first_ids<'a>(
+    entries: impl Iterator<Item = IndexEntry<'a>>,
+    limit: usize,
+) -> Result<(Vec<u64>, bool), StoreError> {
+    let mut ids = Vec::with_capacity(limit.min(256));
+    for entry in entries {
+        if ids.len() == limit {
+            return Ok((ids, true));
+        }
+        ids.push(entry?.0.value().1);
+    }
+    Ok((ids, false))
 }
 
 fn read_u64(bytes: &[u8]) -> u64 {

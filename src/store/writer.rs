@@ -1,0 +1,560 @@
+//! The writer thread: group commit, and the store file it may reopen after an I/O error.
+//!
+//! The thread takes a write, then every other write already queued (up to `MAX_BATCH`), applies them all in one
+//! transaction and commits it with `Durability::Immediate`: one fsync for the whole batch. Only after that commit
+//! returns does any caller hear back, so an acknowledged message is on disk. A batch that fails to commit fails every
+//! write in it, and nothing of it is visible: the clients were not told, so they keep their messages and resend them.
+//!
+//! Within a batch each table is opened once, the message counter is read and written once, and each conversation
+//! the batch touches is decoded and encoded once (`Tables`): with a hundred senders, that is most of the writer's
+//! work per message.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{
+    decode, encode, read_u64, Appended, Conversation, Message, Page, Sender, Session, StoreError,
+    StoreStats, TokenHash, CLIENT_IDS, CONVERSATIONS, CONVERSATION_MESSAGES, MAX_BATCH, MESSAGES,
+    META, NEXT_MESSAGE_ID, PUSH_SUBSCRIPTIONS, SESSIONS, VISITOR_TOKENS,
+};
+use crate::error::ApiError;
+use crate::timestamp;
+
+pub(super) enum Write {
+    Speak {
+        token_hash: TokenHash,
+        content: String,
+        client_id: Uuid,
+    },
+    Reply {
+        conversation_id: Uuid,
+        content: String,
+        client_id: Uuid,
+    },
+    Identify {
+        token_hash: TokenHash,
+        name: String,
+        email: Option<String>,
+    },
+    AdminRead {
+        conversation_id: Uuid,
+        up_to: u64,
+    },
+    VisitorRead {
+        conversation_id: Uuid,
+        up_to: u64,
+    },
+    SetPage {
+        conversation_id: Uuid,
+        page: Page,
+    },
+    Delete {
+        conversation_id: Uuid,
+    },
+    PutSession {
+        hash: TokenHash,
+        session: Session,
+    },
+    DeleteSession {
+        hash: TokenHash,
+    },
+    DeleteSessionsOf {
+        username: String,
+    },
+    PutMeta {
+        key: String,
+        value: Vec<u8>,
+    },
+    PutPushSubscription {
+        endpoint: String,
+        json: Vec<u8>,
+    },
+    DeletePushSubscription {
+        endpoint: String,
+    },
+}
+
+pub(super) enum Outcome {
+    Appended(Box<Appended>),
+    Conversation(Option<Box<Conversation>>),
+    Done,
+}
+
+pub(super) struct Job {
+    pub(super) write: Write,
+    pub(super) reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+pub(super) enum Command {
+    Write(Job),
+    /// Commit what came before, answer, and end the writer thread.
+    Stop(oneshot::Sender<()>),
+}
+
+pub(super) fn run_writer(file: &StoreFile, mut queue: mpsc::Receiver<Command>, stats: &StoreStats) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut stop = None;
+    while let Some(command) = queue.blocking_recv() {
+        let mut next = Some(command);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Write(job) => batch.push(job),
+                Command::Stop(done) => {
+                    stop = Some(done);
+                    break;
+                }
+            }
+            if batch.len() < MAX_BATCH {
+                next = queue.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            match file.database().or_else(|_| file.reopen()) {
+                Ok(database) => {
+                    if !commit_batch(&database, &mut batch, stats) {
+                        drop(database);
+                        // redb refuses all writes after an I/O error until the file is opened again; do that now,
+                        // so writing resumes by itself once the cause (a full disk, say) is gone.
+                        file.close_for_reopen();
+                        let _ = file.reopen();
+                    }
+                }
+                Err(error) => fail_batch(&mut batch, &error, stats),
+            }
+        }
+        if let Some(done) = stop.take() {
+            // Close the file before saying so, so a new `Store::open` of the same file right after `close` finds it
+            // free (redb allows one open instance per file).
+            file.close_for_reopen();
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// The redb file, which the writer may close and open again after an I/O error. Readers take a clone of the `Arc`
+/// for the length of one read transaction.
+pub(super) struct StoreFile {
+    /// `None` while the file is being (or could not be) opened again after a failure.
+    pub(super) database: RwLock<Option<Arc<Database>>>,
+    pub(super) path: PathBuf,
+}
+
+impl StoreFile {
+    pub(super) fn database(&self) -> Result<Arc<Database>, StoreError> {
+        self.database
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Storage("the store is reopening after a write error".into()))
+    }
+
+    /// Takes the database out, waits (briefly) for readers to finish with it, and closes it.
+    fn close_for_reopen(&self) {
+        let taken = self
+            .database
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some(mut database) = taken {
+            for _ in 0..500 {
+                match Arc::try_unwrap(database) {
+                    Ok(database) => {
+                        drop(database);
+                        return;
+                    }
+                    Err(shared) => {
+                        database = shared;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                }
+            }
+            tracing::error!("readers held the store for 5 s after a write error; it stays closed until they finish");
+        }
+    }
+
+    fn reopen(&self) -> Result<Arc<Database>, StoreError> {
+        let mut slot = self
+            .database
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(database) = slot.as_ref() {
+            return Ok(database.clone());
+        }
+        let database = Arc::new(Database::create(&self.path)?);
+        tracing::info!(path = %self.path.display(), "the store is open again after a write error");
+        *slot = Some(database.clone());
+        Ok(database)
+    }
+}
+
+fn fail_batch(batch: &mut Vec<Job>, error: &StoreError, stats: &StoreStats) {
+    stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+    let detail = match error {
+        StoreError::Storage(detail) => detail.clone(),
+        other => format!("{other:?}"),
+    };
+    tracing::error!(error = %detail, writes = batch.len(), "store commit failed; the writes were not acknowledged");
+    for job in batch.drain(..) {
+        let _ = job.reply.send(Err(StoreError::Storage(detail.clone())));
+    }
+}
+
+/// Applies every job in one transaction and commits once; then, and only then, answers them. Answers whether the
+/// commit succeeded.
+fn commit_batch(database: &Database, batch: &mut Vec<Job>, stats: &StoreStats) -> bool {
+    let result = (|| -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+        let mut transaction = database.begin_write()?;
+        transaction.set_durability(Durability::Immediate)?;
+        let outcomes = {
+            let mut tables = Tables::open(&transaction)?;
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for job in batch.iter_mut() {
+                let write =
+                    std::mem::replace(&mut job.write, Write::DeleteSession { hash: [0; 32] });
+                let outcome = tables.apply(write);
+                // A storage error may have left the transaction half-written: give up on all of it.
+                if let Err(StoreError::Storage(detail)) = outcome {
+                    return Err(StoreError::Storage(detail));
+                }
+                outcomes.push(outcome);
+            }
+            tables.finish()?;
+            outcomes
+        };
+        transaction.commit()?;
+        Ok(outcomes)
+    })();
+    match result {
+        Ok(outcomes) => {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats
+                .writes
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            for (job, outcome) in batch.drain(..).zip(outcomes) {
+                let _ = job.reply.send(outcome);
+            }
+            true
+        }
+        Err(error) => {
+            fail_batch(batch, &error, stats);
+            false
+        }
+    }
+}
+
+/// The tables of one write transaction, opened once for a batch, with the batch's working state: the next message
+/// id and the conversations it changed, written back once by `finish`.
+struct Tables<'txn> {
+    meta: Table<'txn, &'static str, &'static [u8]>,
+    conversations: Table<'txn, u128, &'static [u8]>,
+    messages: Table<'txn, u64, &'static [u8]>,
+    conversation_messages: Table<'txn, (u128, u64), ()>,
+    visitor_tokens: Table<'txn, &'static [u8], u128>,
+    client_ids: Table<'txn, (u128, u128), u64>,
+    sessions: Table<'txn, &'static [u8], &'static [u8]>,
+    push_subscriptions: Table<'txn, &'static str, &'static [u8]>,
+    /// The id the next message gets; `None` until a message needs one.
+    next_message_id: Option<u64>,
+    /// Conversations read or changed in this batch (the latest version wins); `None` marks one deleted.
+    touched: HashMap<u128, Option<Conversation>>,
+    /// Which of `touched` must be written back.
+    dirty: HashSet<u128>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(transaction: &'txn WriteTransaction) -> Result<Tables<'txn>, StoreError> {
+        Ok(Tables {
+            meta: transaction.open_table(META)?,
+            conversations: transaction.open_table(CONVERSATIONS)?,
+            messages: transaction.open_table(MESSAGES)?,
+            conversation_messages: transaction.open_table(CONVERSATION_MESSAGES)?,
+            visitor_tokens: transaction.open_table(VISITOR_TOKENS)?,
+            client_ids: transaction.open_table(CLIENT_IDS)?,
+            sessions: transaction.open_table(SESSIONS)?,
+            push_subscriptions: transaction.open_table(PUSH_SUBSCRIPTIONS)?,
+            next_message_id: None,
+            touched: HashMap::new(),
+            dirty: HashSet::new(),
+        })
+    }
+
+    /// Writes back the counter and every changed conversation.
+    fn finish(&mut self) -> Result<(), StoreError> {
+        if let Some(next) = self.next_message_id {
+            self.meta
+                .insert(NEXT_MESSAGE_ID, next.to_le_bytes().as_slice())?;
+        }
+        for key in std::mem::take(&mut self.dirty) {
+            if let Some(Some(conversation)) = self.touched.get(&key) {
+                self.conversations
+                    .insert(key, encode(conversation).as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, write: Write) -> Result<Outcome, StoreError> {
+        match write {
+            Write::Speak {
+                token_hash,
+                content,
+                client_id,
+            } => {
+                let (conversation, created) = match self.conversation_of_token(&token_hash)? {
+                    Some(conversation) => (conversation, false),
+                    None => (self.new_conversation(&token_hash)?, true),
+                };
+                self.append(conversation, Sender::Visitor, content, client_id, created)
+            }
+            Write::Reply {
+                conversation_id,
+                content,
+                client_id,
+            } => {
+                let conversation =
+                    self.conversation(conversation_id.as_u128())?
+                        .ok_or_else(|| {
+                            StoreError::Rejected(ApiError::not_found("no such conversation"))
+                        })?;
+                self.append(conversation, Sender::Admin, content, client_id, false)
+            }
+            Write::Identify {
+                token_hash,
+                name,
+                email,
+            } => {
+                let mut conversation = match self.conversation_of_token(&token_hash)? {
+                    Some(conversation) => conversation,
+                    None => self.new_conversation(&token_hash)?,
+                };
+                conversation.visitor_name = Some(name).filter(|name| !name.is_empty());
+                conversation.email = email;
+                conversation.updated_at = timestamp::now_millis();
+                self.save(conversation.clone());
+                Ok(Outcome::Conversation(Some(Box::new(conversation))))
+            }
+            Write::AdminRead {
+                conversation_id,
+                up_to,
+            } => self.update(conversation_id, |conversation| {
+                conversation.unread_count = 0;
+                conversation.admin_read_up_to = conversation.admin_read_up_to.max(up_to);
+            }),
+            Write::VisitorRead {
+                conversation_id,
+                up_to,
+            } => self.update(conversation_id, |conversation| {
+                conversation.visitor_read_up_to = conversation.visitor_read_up_to.max(up_to);
+            }),
+            Write::SetPage {
+                conversation_id,
+                page,
+            } => self.update(conversation_id, |conversation| {
+                conversation.page = Some(page);
+            }),
+            Write::Delete { conversation_id } => self.delete(conversation_id),
+            Write::PutSession { hash, session } => {
+                self.sessions
+                    .insert(hash.as_slice(), encode(&session).as_slice())?;
+                Ok(Outcome::Done)
+            }
+            Write::DeleteSession { hash } => {
+                self.sessions.remove(hash.as_slice())?;
+                Ok(Outcome::Done)
+            }
+            Write::DeleteSessionsOf { username } => {
+                let now = timestamp::now_millis();
+                self.sessions.retain(|_, value| {
+                    serde_json::from_slice::<Session>(value).is_ok_and(|session| {
+                        session.username != username && session.expires_at > now
+                    })
+                })?;
+                Ok(Outcome::Done)
+            }
+            Write::PutMeta { key, value } => {
+                self.meta.insert(key.as_str(), value.as_slice())?;
+                Ok(Outcome::Done)
+            }
+            Write::PutPushSubscription { endpoint, json } => {
+                self.push_subscriptions
+                    .insert(endpoint.as_str(), json.as_slice())?;
+                Ok(Outcome::Done)
+            }
+            Write::DeletePushSubscription { endpoint } => {
+                self.push_subscriptions.remove(endpoint.as_str())?;
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
+    fn append(
+        &mut self,
+        mut conversation: Conversation,
+        sender: Sender,
+        content: String,
+        client_id: Uuid,
+        created: bool,
+    ) -> Result<Outcome, StoreError> {
+        let key = conversation.id.as_u128();
+        let existing = self
+            .client_ids
+            .get((key, client_id.as_u128()))?
+            .map(|value| value.value());
+        if let Some(existing) = existing {
+            let stored = self
+                .messages
+                .get(existing)?
+                .map(|value| decode::<Message>(value.value()))
+                .transpose()?;
+            if let Some(message) = stored {
+                return Ok(Outcome::Appended(Box::new(Appended {
+                    message,
+                    conversation,
+                    duplicate: true,
+                    created: false,
+                })));
+            }
+        }
+        let id = match self.next_message_id {
+            Some(id) => id,
+            None => self
+                .meta
+                .get(NEXT_MESSAGE_ID)?
+                .map_or(1, |value| read_u64(value.value())),
+        };
+        self.next_message_id = Some(id + 1);
+        let now = timestamp::now_millis();
+        let message = Message {
+            id,
+            conversation_id: conversation.id,
+            sender,
+            content,
+            created_at: timestamp::rfc3339(now),
+            client_id: Some(client_id),
+        };
+        self.messages.insert(id, encode(&message).as_slice())?;
+        self.conversation_messages.insert((key, id), ())?;
+        self.client_ids.insert((key, client_id.as_u128()), id)?;
+        conversation.last_message_id = Some(id);
+        conversation.updated_at = now;
+        match sender {
+            Sender::Visitor => {
+                conversation.unread_count = conversation.unread_count.saturating_add(1)
+            }
+            // Replying means the admin has read everything before the reply.
+            Sender::Admin => {
+                conversation.unread_count = 0;
+                conversation.admin_read_up_to = id;
+            }
+        }
+        self.save(conversation.clone());
+        Ok(Outcome::Appended(Box::new(Appended {
+            message,
+            conversation,
+            duplicate: false,
+            created,
+        })))
+    }
+
+    fn delete(&mut self, conversation_id: Uuid) -> Result<Outcome, StoreError> {
+        let key = conversation_id.as_u128();
+        let Some(conversation) = self.conversation(key)? else {
+            return Ok(Outcome::Conversation(None));
+        };
+        let ids: Vec<u64> = self
+            .conversation_messages
+            .range((key, 0)..=(key, u64::MAX))?
+            .map(|entry| entry.map(|(ids, _)| ids.value().1))
+            .collect::<Result<_, _>>()?;
+        for id in ids {
+            self.messages.remove(id)?;
+            self.conversation_messages.remove((key, id))?;
+        }
+        self.client_ids
+            .retain_in((key, 0)..=(key, u128::MAX), |_, _| false)?;
+        if let Some(hash) = conversation.token_hash() {
+            self.visitor_tokens.remove(hash.as_slice())?;
+        }
+        self.conversations.remove(key)?;
+        self.touched.insert(key, None);
+        Ok(Outcome::Conversation(Some(Box::new(conversation))))
+    }
+
+    fn conversation(&mut self, key: u128) -> Result<Option<Conversation>, StoreError> {
+        if let Some(touched) = self.touched.get(&key) {
+            return Ok(touched.clone());
+        }
+        let stored = self
+            .conversations
+            .get(key)?
+            .map(|value| decode::<Conversation>(value.value()))
+            .transpose()?;
+        self.touched.insert(key, stored.clone());
+        Ok(stored)
+    }
+
+    fn conversation_of_token(
+        &mut self,
+        token_hash: &TokenHash,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let id = self
+            .visitor_tokens
+            .get(token_hash.as_slice())?
+            .map(|value| value.value());
+        match id {
+            Some(id) => self.conversation(id),
+            None => Ok(None),
+        }
+    }
+
+    fn new_conversation(&mut self, token_hash: &TokenHash) -> Result<Conversation, StoreError> {
+        let now = timestamp::now_millis();
+        let conversation = Conversation {
+            id: Uuid::new_v4(),
+            token_hash: token_hash
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect(),
+            visitor_name: None,
+            email: None,
+            unread_count: 0,
+            last_message_id: None,
+            created_at: now,
+            updated_at: now,
+            page: None,
+            admin_read_up_to: 0,
+            visitor_read_up_to: 0,
+        };
+        self.visitor_tokens
+            .insert(token_hash.as_slice(), conversation.id.as_u128())?;
+        self.save(conversation.clone());
+        Ok(conversation)
+    }
+
+    /// Keeps the conversation's new state for `finish` to write.
+    fn save(&mut self, conversation: Conversation) {
+        let key = conversation.id.as_u128();
+        self.touched.insert(key, Some(conversation));
+        self.dirty.insert(key);
+    }
+
+    fn update(
+        &mut self,
+        id: Uuid,
+        change: impl FnOnce(&mut Conversation),
+    ) -> Result<Outcome, StoreError> {
+        let Some(mut conversation) = self.conversation(id.as_u128())? else {
+            return Ok(Outcome::Conversation(None));
+        };
+        change(&mut conversation);
+        self.save(conversation.clone());
+        Ok(Outcome::Conversation(Some(Box::new(conversation))))
+    }
+}
