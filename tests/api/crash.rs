@@ -61,10 +61,15 @@ struct Sent {
 }
 
 /// Sends messages one after another until the socket dies; answers (acknowledged id by client id, all sent).
-async fn send_until_killed(address: SocketAddr, token: String, prefix: String) -> (HashMap<String, u64>, Vec<Sent>) {
+async fn send_until_killed(
+    address: SocketAddr,
+    token: String,
+    prefix: String,
+) -> (HashMap<String, u64>, Vec<Sent>) {
     let mut acknowledged = HashMap::new();
     let mut sent = Vec::new();
-    let Ok(client) = Client::connect(address, &format!("/cable?token={token}"), BLOG, None).await else {
+    let Ok(client) = Client::connect(address, &format!("/cable?token={token}"), BLOG, None).await
+    else {
         return (acknowledged, sent);
     };
     let mut client = client;
@@ -78,16 +83,25 @@ async fn send_until_killed(address: SocketAddr, token: String, prefix: String) -
     for index in 0.. {
         let client_id = uuid();
         let content = format!("{prefix} message {index}");
-        let data = json!({"action": "speak", "content": content, "client_id": client_id}).to_string();
-        let frame = json!({"command": "message", "identifier": VISITOR_CHANNEL, "data": data}).to_string();
-        sent.push(Sent { token: token.clone(), client_id: client_id.clone(), content });
+        let data =
+            json!({"action": "speak", "content": content, "client_id": client_id}).to_string();
+        let frame =
+            json!({"command": "message", "identifier": VISITOR_CHANNEL, "data": data}).to_string();
+        sent.push(Sent {
+            token: token.clone(),
+            client_id: client_id.clone(),
+            content,
+        });
         if !client.try_send_text(&frame).await {
             break;
         }
         let acked = loop {
             match client.next().await {
                 None => break None,
-                Some(frame) if frame["message"]["type"] == "message" && frame["message"]["message"]["client_id"] == client_id.as_str() => {
+                Some(frame)
+                    if frame["message"]["type"] == "message"
+                        && frame["message"]["message"]["client_id"] == client_id.as_str() =>
+                {
                     break frame["message"]["message"]["id"].as_u64()
                 }
                 Some(_) => {}
@@ -104,12 +118,18 @@ async fn send_until_killed(address: SocketAddr, token: String, prefix: String) -
 }
 
 async fn history(address: SocketAddr, token: &str) -> Vec<Value> {
-    let mut client = Client::connect(address, &format!("/cable?token={token}"), BLOG, None).await.unwrap().welcomed().await;
+    let mut client = Client::connect(address, &format!("/cable?token={token}"), BLOG, None)
+        .await
+        .unwrap()
+        .welcomed()
+        .await;
     client.subscribe(VISITOR_CHANNEL).await;
     let mut messages = Vec::new();
     let mut after = Value::Null;
     loop {
-        client.perform(VISITOR_CHANNEL, json!({"action": "sync", "after": after})).await;
+        client
+            .perform(VISITOR_CHANNEL, json!({"action": "sync", "after": after}))
+            .await;
         let page = client.event("history").await;
         messages.extend(page["messages"].as_array().unwrap().iter().cloned());
         if page["more"] != true {
@@ -123,7 +143,11 @@ async fn history(address: SocketAddr, token: &str) -> Vec<Value> {
 async fn sigkill_at_random_points_loses_nothing_acknowledged() {
     let data = tempfile::tempdir().unwrap();
     let tokens: Vec<String> = (0..SENDERS).map(|_| uuid()).collect();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     eprintln!("crash test seed {seed}");
     let mut random = seed;
     let mut acknowledged: BTreeMap<u64, String> = BTreeMap::new();
@@ -135,7 +159,13 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
         let senders: Vec<_> = tokens
             .iter()
             .enumerate()
-            .map(|(index, token)| tokio::spawn(send_until_killed(address, token.clone(), format!("r{round} s{index}"))))
+            .map(|(index, token)| {
+                tokio::spawn(send_until_killed(
+                    address,
+                    token.clone(),
+                    format!("r{round} s{index}"),
+                ))
+            })
             .collect();
         tokio::time::sleep(Duration::from_millis(100 + next_random(&mut random) % 900)).await;
         child.start_kill().unwrap();
@@ -152,7 +182,10 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
             }
         }
     }
-    assert!(acknowledged.len() > SENDERS, "the senders got messages acknowledged before each kill");
+    assert!(
+        acknowledged.len() > SENDERS,
+        "the senders got messages acknowledged before each kill"
+    );
 
     let (mut child, address) = start_natter(data.path(), &listen).await;
     let mut stored_ids = Vec::new();
@@ -163,38 +196,72 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
         assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "in order");
         for message in &messages {
             let client_id = message["client_id"].as_str().unwrap().to_string();
-            assert!(stored_client_ids.insert(client_id), "a message is stored once: {message}");
+            assert!(
+                stored_client_ids.insert(client_id),
+                "a message is stored once: {message}"
+            );
         }
         stored_ids.extend(ids);
     }
     for (id, client_id) in &acknowledged {
-        assert!(stored_ids.contains(id), "acknowledged message {id} ({client_id}) survived (seed {seed})");
+        assert!(
+            stored_ids.contains(id),
+            "acknowledged message {id} ({client_id}) survived (seed {seed})"
+        );
     }
 
     // The outbox resends what was never acknowledged: each lands once, whether or not the crash had stored it.
     let mut by_token: HashMap<&str, Client> = HashMap::new();
     for item in &unacknowledged {
         if !by_token.contains_key(item.token.as_str()) {
-            by_token.insert(&item.token, subscribed_visitor_at(address, &item.token).await);
+            by_token.insert(
+                &item.token,
+                subscribed_visitor_at(address, &item.token).await,
+            );
         }
         let client = by_token.get_mut(item.token.as_str()).unwrap();
-        client.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": item.content, "client_id": item.client_id})).await;
-        client.next_where(|frame| frame["message"]["message"]["client_id"] == item.client_id.as_str()).await;
+        client
+            .perform(
+                VISITOR_CHANNEL,
+                json!({"action": "speak", "content": item.content, "client_id": item.client_id}),
+            )
+            .await;
+        client
+            .next_where(|frame| frame["message"]["message"]["client_id"] == item.client_id.as_str())
+            .await;
     }
     drop(by_token);
     let mut total = 0;
     for token in &tokens {
         let messages = history(address, token).await;
-        let unique: HashSet<&str> = messages.iter().map(|m| m["client_id"].as_str().unwrap()).collect();
-        assert_eq!(unique.len(), messages.len(), "no duplicates after resending");
+        let unique: HashSet<&str> = messages
+            .iter()
+            .map(|m| m["client_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            unique.len(),
+            messages.len(),
+            "no duplicates after resending"
+        );
         total += messages.len();
     }
-    assert_eq!(total, acknowledged.len() + unacknowledged.len(), "every message sent is stored exactly once");
+    assert_eq!(
+        total,
+        acknowledged.len() + unacknowledged.len(),
+        "every message sent is stored exactly once"
+    );
     child.start_kill().unwrap();
 }
 
 async fn subscribed_visitor_at(address: SocketAddr, token: &str) -> Client {
-    let mut client = Client::connect(address, &format!("/cable?token={token}"), BLOG, None).await.unwrap().welcomed().await;
-    assert_eq!(client.subscribe(VISITOR_CHANNEL).await["type"], "confirm_subscription");
+    let mut client = Client::connect(address, &format!("/cable?token={token}"), BLOG, None)
+        .await
+        .unwrap()
+        .welcomed()
+        .await;
+    assert_eq!(
+        client.subscribe(VISITOR_CHANNEL).await["type"],
+        "confirm_subscription"
+    );
     client
 }

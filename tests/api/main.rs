@@ -8,6 +8,6 @@ mod access;
 mod chat;
 mod crash;
 mod faults;
-mod ops;
 mod limits;
+mod ops;
 mod push;
