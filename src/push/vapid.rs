@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use web_push_native::jwt_simple::algorithms::{
-    ECDSAP256KeyPairLike, ECDSAP256PublicKeyLike, ES256KeyPair,
-};
-use web_push_native::jwt_simple::claims::Claims;
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use web_push_native::p256::SecretKey;
 
 use crate::config::Origin;
 use crate::store::Store;
@@ -17,7 +16,9 @@ const META_KEY: &str = "vapid_private_key";
 const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 pub struct Vapid {
-    key_pair: ES256KeyPair,
+    /// ES256 signing with ring, natter's one crypto provider (the P-256 arithmetic of web-push-native only derives
+    /// the public point).
+    key_pair: EcdsaKeyPair,
     /// The uncompressed public point, base64url: what `GET /push/key` answers and what `k=` carries.
     public_key: String,
     /// `push.subject`: the contact the push service may write to about abuse.
@@ -27,21 +28,36 @@ pub struct Vapid {
 impl Vapid {
     /// Loads the key from the store, or makes one and stores it (committed before the first subscription can use it).
     pub async fn load_or_create(store: &Store, subject: &str) -> anyhow::Result<Vapid> {
-        let key_pair = match store.meta(META_KEY).map_err(|error| anyhow::anyhow!("cannot read the VAPID key: {error:?}"))? {
-            Some(bytes) => ES256KeyPair::from_bytes(&bytes)
-                .map_err(|error| anyhow::anyhow!("the stored VAPID key is damaged ({error}); delete the data dir's store to start afresh"))?,
+        let secret = match store
+            .meta(META_KEY)
+            .map_err(|error| anyhow::anyhow!("cannot read the VAPID key: {error:?}"))?
+        {
+            Some(bytes) => SecretKey::from_slice(&bytes).map_err(|_| {
+                anyhow::anyhow!(
+                    "the stored VAPID key is damaged; delete the data dir's store to start afresh"
+                )
+            })?,
             None => {
-                let key_pair = ES256KeyPair::generate();
+                let secret = generate_secret();
                 store
-                    .put_meta(META_KEY, key_pair.to_bytes())
+                    .put_meta(META_KEY, secret.to_bytes().to_vec())
                     .await
-                    .map_err(|error| anyhow::anyhow!("cannot store the new VAPID key: {error:?}"))?;
+                    .map_err(|error| {
+                        anyhow::anyhow!("cannot store the new VAPID key: {error:?}")
+                    })?;
                 tracing::info!("made a new VAPID key for Web Push");
-                key_pair
+                secret
             }
         };
-        let public_key =
-            crate::auth::base64url(&key_pair.public_key().public_key().to_bytes_uncompressed());
+        let public_point = secret.public_key().to_sec1_bytes();
+        let key_pair = EcdsaKeyPair::from_private_key_and_public_key(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            &secret.to_bytes(),
+            &public_point,
+            &SystemRandom::new(),
+        )
+        .map_err(|_| anyhow::anyhow!("the VAPID key does not make a P-256 key pair"))?;
+        let public_key = crate::auth::base64url(&public_point);
         Ok(Vapid {
             key_pair,
             public_key,
@@ -57,13 +73,37 @@ impl Vapid {
     /// web-push-native's own header leaves the port out of `aud`, which RFC 8292 keeps (the origin), so natter signs
     /// its own.
     pub fn authorization(&self, audience: &Origin) -> Result<String, String> {
-        let claims = Claims::create(TOKEN_LIFETIME.into())
-            .with_audience(audience.as_str())
-            .with_subject(&self.subject);
-        let token = self
+        let expires = crate::timestamp::now_millis() / 1000 + TOKEN_LIFETIME.as_secs() as i64;
+        let header = crate::auth::base64url(br#"{"typ":"JWT","alg":"ES256"}"#);
+        let claims =
+            serde_json::json!({ "aud": audience.as_str(), "exp": expires, "sub": self.subject });
+        let signing_input = format!(
+            "{header}.{}",
+            crate::auth::base64url(claims.to_string().as_bytes())
+        );
+        let signature = self
             .key_pair
-            .sign(claims)
-            .map_err(|error| error.to_string())?;
+            .sign(&SystemRandom::new(), signing_input.as_bytes())
+            .map_err(|_| "signing the VAPID token failed".to_string())?;
+        let token = format!(
+            "{signing_input}.{}",
+            crate::auth::base64url(signature.as_ref())
+        );
         Ok(format!("vapid t={token}, k={}", self.public_key))
+    }
+}
+
+/// A new P-256 private scalar from the system's random source.
+fn generate_secret() -> SecretKey {
+    let random = SystemRandom::new();
+    loop {
+        let mut bytes = [0u8; 32];
+        random
+            .fill(&mut bytes)
+            .expect("the system random source works");
+        // All but a 2^-128 sliver of 32-byte strings are valid scalars.
+        if let Ok(secret) = SecretKey::from_slice(&bytes) {
+            return secret;
+        }
     }
 }
