@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { randomUUID } from "node:crypto";
+import { createECDH, randomBytes, randomUUID } from "node:crypto";
+import { createServer } from "node:http";
 import { ADMIN_PASSWORD, CHROMIUM, eventually, launchChromium, Natter, rawCable, startBlog } from "./harness.mjs";
 
 const blogPage = (title, extraHead = "", attributes = "") => (blog) => `<!doctype html>
@@ -28,6 +29,8 @@ const XSS_TITLE = `<img src=x onerror="window.__xss='title'">Post`;
 let natter;
 let blog;
 let browser;
+// A stand-in push service on loopback (natter runs with NATTER_PUSH_ALLOW_LOOPBACK=1): it records what natter sends.
+let pushService;
 
 before(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: run tests/js/run.sh, which installs it`);
@@ -39,16 +42,32 @@ before(async () => {
     "/custom": blogPage("Custom", "", `data-language="de" data-color="#fde047" data-position="left" data-title="Frag uns"`),
     "/xss": blogPage(XSS_TITLE.replace(/</g, "&lt;").replace(/>/g, "&gt;")),
   });
-  natter = await Natter.start({ origins: [blog.url] });
+  pushService = await startPushService();
+  natter = await Natter.start({ origins: [blog.url], env: { NATTER_PUSH_ALLOW_LOOPBACK: "1" } });
   blog.natter = natter.url;
   browser = await launchChromium();
 });
 
 after(async () => {
+  pushService?.server.close();
   await browser?.close();
   await natter?.cleanup();
   await blog?.close();
 });
+
+async function startPushService() {
+  const received = [];
+  const server = createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (chunk) => chunks.push(chunk));
+    req.on("end", () => {
+      received.push({ path: req.url, headers: req.headers, body: Buffer.concat(chunks) });
+      res.writeHead(201).end();
+    });
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, received, url: `http://127.0.0.1:${server.address().port}` };
+}
 
 // Collects CSP violations and console errors of a page from its very first script on.
 async function watchPage(page) {
@@ -513,28 +532,44 @@ describe("dashboard as an installable app", () => {
     assert.match(serverKey, /^[A-Za-z0-9_-]{86,88}$/, "an uncompressed P-256 key, base64url");
 
     // Headless Chromium has no push service of its own (subscribe() fails with "Registration failed"), so when the
-    // real subscribe fails the page gets a stand-in subscription; everything around it (the key handed to
-    // subscribe, the JSON posted, the unsubscribe) is the dashboard's real code talking to the real server.
-    // NATTER_TEST_PUSH_ENDPOINT points the stand-in at a fake push service when one runs.
-    const endpoint = process.env.NATTER_TEST_PUSH_ENDPOINT || `https://push.example.com/natter-test/${randomUUID()}`;
-    await page.evaluate((endpoint) => {
+    // real subscribe fails the page gets a stand-in subscription with a real P-256 key and an endpoint on the
+    // stand-in push service above; everything around it (the key handed to subscribe, the JSON posted, natter's
+    // push request, the unsubscribe) is the dashboard's and natter's real code.
+    const ecdh = createECDH("prime256v1");
+    ecdh.generateKeys();
+    const standIn = {
+      endpoint: `${pushService.url}/push/${randomUUID()}`,
+      keys: { p256dh: ecdh.getPublicKey().toString("base64url"), auth: randomBytes(16).toString("base64url") },
+    };
+    await context.addInitScript((subscription) => {
+      // The stand-in keeps the key it was made with (as a real subscription's options do), so the dashboard's
+      // "re-register if the server's key changed" check sees the same key and leaves it alone.
+      const make = (key) => ({
+        ...subscription,
+        expirationTime: null,
+        options: { userVisibleOnly: true, applicationServerKey: Uint8Array.from(JSON.parse(key)).buffer },
+        toJSON: () => ({ ...subscription, expirationTime: null }),
+        unsubscribe: async () => { localStorage.removeItem("__standIn"); return true; },
+      });
       const real = PushManager.prototype.subscribe;
-      let fake = null;
       PushManager.prototype.subscribe = async function (options) {
-        window.__subscribeKey = btoa(String.fromCharCode(...new Uint8Array(options.applicationServerKey))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+        const bytes = new Uint8Array(options.applicationServerKey);
+        window.__subscribeKey = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
         try {
           return await real.call(this, options);
         } catch (error) {
-          const bytes = (n) => btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(n)))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-          const keys = { p256dh: "BP" + bytes(63).slice(0, 85), auth: bytes(16) };
-          fake = { endpoint, expirationTime: null, options, toJSON: () => ({ endpoint, expirationTime: null, keys }), unsubscribe: async () => { fake = null; return true; } };
-          window.__fakeSubscription = String(error);
-          return fake;
+          localStorage.setItem("__standIn", JSON.stringify([...bytes]));
+          return make(localStorage.getItem("__standIn"));
         }
       };
       const getSubscription = PushManager.prototype.getSubscription;
-      PushManager.prototype.getSubscription = async function () { return fake || getSubscription.call(this); };
-    }, endpoint);
+      PushManager.prototype.getSubscription = async function () {
+        const key = localStorage.getItem("__standIn");
+        return key ? make(key) : getSubscription.call(this);
+      };
+    }, standIn);
+    await page.reload();
+    await page.locator("#app").waitFor();
 
     const posted = page.waitForRequest((req) => req.url().endsWith("/push_subscriptions") && req.method() === "POST", { timeout: 30000 });
     await page.locator("#notify").waitFor();
@@ -543,17 +578,33 @@ describe("dashboard as an installable app", () => {
     const request = await posted;
     assert.equal(await page.evaluate(() => window.__subscribeKey), serverKey, "subscribe() gets the server's VAPID key");
     const body = request.postDataJSON();
-    assert.ok(body.endpoint && body.keys && body.keys.p256dh && body.keys.auth, `the subscription JSON reaches the server: ${JSON.stringify(body)}`);
+    assert.deepEqual(body.keys, standIn.keys, `the subscription JSON reaches the server: ${JSON.stringify(body)}`);
     const response = await request.response();
     assert.ok(response.status() < 300, `the server stores it: ${response.status()} ${await response.text()}`);
     await eventually(async () => (await page.locator("#notify").textContent()) === "Disable notifications", { message: "the button to offer disabling" });
 
-    const removed = page.waitForRequest((req) => req.url().endsWith("/push_subscriptions") && req.method() === "DELETE", { timeout: 30000 });
-    await page.click("#notify");
+    // With the dashboard closed, a visitor's message becomes a push request to the subscription's endpoint.
+    await page.close();
+    const visitor = await rawCable(`${natter.url.replace(/^http/, "ws")}/cable?token=${randomUUID()}`, { channel: "VisitorChannel", origin: blog.url });
+    await eventually(() => visitor.frames.some((frame) => frame.type === "confirm_subscription"), { message: "the visitor subscribed" });
+    visitor.perform("speak", { content: "Anyone there? I need help", client_id: randomUUID() });
+    const push = await eventually(() => pushService.received.find((r) => standIn.endpoint.endsWith(r.path)), { message: "natter's push request", timeout: 30000 });
+    visitor.close();
+    assert.equal(push.headers["content-encoding"], "aes128gcm");
+    assert.equal(push.headers.urgency, "high");
+    assert.match(push.headers.authorization, /^vapid t=[\w-]+\.[\w-]+\.[\w-]+, k=/);
+    assert.ok(Number(push.headers.ttl) > 0 && push.body.length > 0 && push.body.length < 4096);
+
+    const again = await context.newPage();
+    await again.goto(`${natter.url}/admin/`);
+    await again.locator("#app").waitFor();
+    await eventually(async () => (await again.locator("#notify").textContent()) === "Disable notifications", { message: "the dashboard knows it is subscribed" }).catch(async (error) => { throw new Error(`${error.message}; button: ${await again.locator("#notify").textContent()}; flag: ${await again.evaluate(() => localStorage.getItem("__standIn"))}; permission: ${await again.evaluate(() => Notification.permission)}`); });
+    const removed = again.waitForRequest((req) => req.url().endsWith("/push_subscriptions") && req.method() === "DELETE", { timeout: 30000 });
+    await again.click("#notify");
     const removal = await removed;
-    assert.deepEqual(removal.postDataJSON(), { endpoint: body.endpoint });
+    assert.deepEqual(removal.postDataJSON(), { endpoint: standIn.endpoint });
     assert.ok((await removal.response()).status() < 300);
-    await eventually(async () => (await page.locator("#notify").textContent()) === "Enable notifications", { message: "the button to offer enabling again" });
+    await eventually(async () => (await again.locator("#notify").textContent()) === "Enable notifications", { message: "the button to offer enabling again" });
     await context.close();
   });
 });
