@@ -3,6 +3,11 @@
 
 use std::process::Command;
 
+// The run-time date code, shared rather than copied (it uses only std); the build script needs one function of it.
+#[allow(dead_code)]
+#[path = "src/timestamp.rs"]
+mod timestamp;
+
 fn main() {
     // Rerun when the sources change, so the date and commit describe the build that made the binary; the crate is
     // recompiled then anyway.
@@ -74,22 +79,7 @@ fn output(command: &mut Command) -> Option<String> {
     (output.status.success() && !text.trim().is_empty()).then(|| text.trim().to_string())
 }
 
-/// `YYYY-MM-DD` (UTC) from Unix seconds, by the civil-from-days algorithm.
+/// `YYYY-MM-DD` (UTC) from Unix seconds, with the same date arithmetic natter uses at run time.
 fn date(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    timestamp::rfc3339(seconds.saturating_mul(1000))[..10].to_string()
 }

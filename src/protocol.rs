@@ -56,9 +56,11 @@ pub enum VisitorAction {
     Visit { page: Page },
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
 pub enum AdminAction {
     Sync {
+        #[serde(default)]
         after: Option<u64>,
     },
     Reply {
@@ -127,28 +129,6 @@ enum RawVisitorAction {
         title: String,
         #[serde(default)]
         referrer: String,
-    },
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-enum RawAdminAction {
-    Sync {
-        #[serde(default)]
-        after: Option<u64>,
-    },
-    Reply {
-        conversation_id: Uuid,
-        content: String,
-        client_id: Uuid,
-    },
-    Typing {
-        conversation_id: Uuid,
-        typing: bool,
-    },
-    Read {
-        conversation_id: Uuid,
-        up_to: u64,
     },
 }
 
@@ -298,34 +278,15 @@ fn parse_visitor_action(data: &str) -> Result<VisitorAction, (ApiError, Option<U
 }
 
 fn parse_admin_action(data: &str) -> Result<AdminAction, (ApiError, Option<Uuid>)> {
-    let raw: RawAdminAction =
+    let mut action: AdminAction =
         serde_json::from_str(data).map_err(|error| action_error(data, &error))?;
-    Ok(match raw {
-        RawAdminAction::Sync { after } => AdminAction::Sync { after },
-        RawAdminAction::Reply {
-            conversation_id,
-            content,
-            client_id,
-        } => AdminAction::Reply {
-            conversation_id,
-            content: content_text(&content).map_err(|error| (error, Some(client_id)))?,
-            client_id,
-        },
-        RawAdminAction::Typing {
-            conversation_id,
-            typing,
-        } => AdminAction::Typing {
-            conversation_id,
-            typing,
-        },
-        RawAdminAction::Read {
-            conversation_id,
-            up_to,
-        } => AdminAction::Read {
-            conversation_id,
-            up_to,
-        },
-    })
+    if let AdminAction::Reply {
+        content, client_id, ..
+    } = &mut action
+    {
+        *content = content_text(content).map_err(|error| (error, Some(*client_id)))?;
+    }
+    Ok(action)
 }
 
 /// Message content: trimmed, 1 to 4000 characters, no NUL.
