@@ -324,7 +324,8 @@ async fn serve(
 /// So read and discard for a moment (bounded in time and bytes), as HTTP servers do with a lingering close.
 async fn linger(read_stream: &mut ReadHalf<TokioIo<Upgraded>>) {
     use tokio::io::AsyncReadExt;
-    let mut buffer = [0u8; 8192];
+    // On the heap, and only now: as an array it would sit inside every socket's task for its whole life.
+    let mut buffer = vec![0u8; 8192];
     let mut left = LINGER_BYTES;
     let _ = tokio::time::timeout(LINGER_TIME, async {
         while left > 0 {
