@@ -35,29 +35,14 @@ async fn malformed_commands_get_errors_and_the_connection_keeps_working() {
         );
     }
     let client_id = uuid();
-    visitor
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "x".repeat(4001), "client_id": client_id}),
-        )
-        .await;
+    visitor.speak("x".repeat(4001), &client_id).await;
     let too_long = visitor.event("error").await;
     assert_eq!(too_long["code"], "too_long");
     assert_eq!(too_long["client_id"], client_id.as_str());
-    visitor
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": " \n ", "client_id": uuid()}),
-        )
-        .await;
+    visitor.speak(" \n ", uuid()).await;
     assert_eq!(visitor.event("error").await["code"], "invalid");
 
-    visitor
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "still here", "client_id": uuid()}),
-        )
-        .await;
+    visitor.speak("still here", uuid()).await;
     assert_eq!(
         visitor.event("message").await["message"]["content"],
         "still here"
@@ -71,12 +56,7 @@ async fn a_message_larger_than_the_limit_closes_with_1009_and_others_are_unaffec
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
     visitor.send_text(&"x".repeat(200_000)).await;
     assert_eq!(visitor.closed().await.0, Some(1009));
-    bystander
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "fine", "client_id": uuid()}),
-        )
-        .await;
+    bystander.speak("fine", uuid()).await;
     assert_eq!(
         bystander.event("message").await["message"]["content"],
         "fine"
@@ -143,12 +123,7 @@ async fn a_thousand_duplicate_subscribes_are_each_confirmed_and_register_once() 
         let frame = visitor.next().await.unwrap();
         assert_eq!(frame["type"], "confirm_subscription");
     }
-    visitor
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "once", "client_id": uuid()}),
-        )
-        .await;
+    visitor.speak("once", uuid()).await;
     visitor.event("message").await;
     admin.event("message").await;
     // One registration: the next event the visitor sees is the next message, not a copy.

@@ -8,12 +8,7 @@ use crate::helpers::*;
 async fn a_visitor_sees_only_their_own_conversation_and_cannot_act_as_admin() {
     let app = spawn_app().await;
     let mut alice = subscribed_visitor(&app, &uuid()).await;
-    alice
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "alice's secret", "client_id": uuid()}),
-        )
-        .await;
+    alice.speak("alice's secret", uuid()).await;
     let alice_message = alice.event("message").await["message"].clone();
 
     let mut bob = subscribed_visitor(&app, &uuid()).await;
@@ -23,11 +18,8 @@ async fn a_visitor_sees_only_their_own_conversation_and_cannot_act_as_admin() {
     assert_eq!(history["messages"], json!([]), "bob sees nothing of alice");
 
     // Reusing alice's client id from bob's token stores bob's own message, it does not hand back alice's.
-    bob.perform(
-        VISITOR_CHANNEL,
-        json!({"action": "speak", "content": "bob", "client_id": alice_message["client_id"]}),
-    )
-    .await;
+    bob.speak("bob", alice_message["client_id"].as_str().unwrap())
+        .await;
     let bobs = bob.event("message").await["message"].clone();
     assert_eq!(bobs["content"], "bob");
     assert_ne!(bobs["conversation_id"], alice_message["conversation_id"]);

@@ -13,12 +13,7 @@ async fn a_visitor_message_reaches_the_admin_and_the_reply_comes_back() {
     let mut visitor = subscribed_visitor(&app, &token).await;
 
     let client_id = uuid();
-    visitor
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "  Hello there  ", "client_id": client_id}),
-        )
-        .await;
+    visitor.speak("  Hello there  ", &client_id).await;
     let echoed = visitor.event("message").await;
     assert_eq!(echoed["message"]["content"], "Hello there");
     assert_eq!(echoed["message"]["sender"], "visitor");
@@ -68,12 +63,7 @@ async fn every_tab_of_a_visitor_sees_both_sides() {
     let mut first_tab = subscribed_visitor(&app, &token).await;
     let mut second_tab = subscribed_visitor(&app, &token).await;
 
-    first_tab
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "from tab one", "client_id": uuid()}),
-        )
-        .await;
+    first_tab.speak("from tab one", uuid()).await;
     assert_eq!(
         first_tab.event("message").await["message"]["content"],
         "from tab one"
@@ -117,12 +107,7 @@ async fn a_resent_message_is_stored_once_and_answered_with_the_original() {
         .unwrap()
         .to_string();
     // The admin heard of it once: the next message event it sees is a new one.
-    visitor
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "next", "client_id": uuid()}),
-        )
-        .await;
+    visitor.speak("next", uuid()).await;
     assert_eq!(admin.event("message").await["message"]["content"], "next");
 
     let reply_id = uuid();
@@ -161,12 +146,7 @@ async fn sync_after_a_disconnect_returns_exactly_what_was_missed() {
     let mut admin = subscribed_admin(&app, &cookie).await;
     let token = uuid();
     let mut visitor = subscribed_visitor(&app, &token).await;
-    visitor
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "before", "client_id": uuid()}),
-        )
-        .await;
+    visitor.speak("before", uuid()).await;
     let seen = visitor.event("message").await["message"]["id"]
         .as_u64()
         .unwrap();
@@ -260,12 +240,7 @@ async fn sync_after_a_restart_returns_exactly_what_was_missed() {
     assert_eq!(sync["conversations"][0]["unread_count"], 5);
 
     // New ids keep increasing after the restart.
-    visitor
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "after", "client_id": uuid()}),
-        )
-        .await;
+    visitor.speak("after", uuid()).await;
     assert!(
         visitor.event("message").await["message"]["id"]
             .as_u64()
@@ -282,12 +257,7 @@ async fn identify_typing_read_and_visit_reach_the_other_side() {
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
 
     visitor.perform(VISITOR_CHANNEL, json!({"action": "visit", "url": "https://blog.test/post", "title": "A post", "referrer": ""})).await;
-    visitor
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "hi", "client_id": uuid()}),
-        )
-        .await;
+    visitor.speak("hi", uuid()).await;
     let message = admin.event("message").await;
     let conversation_id = message["conversation_id"].clone();
     let message_id = message["message"]["id"].clone();
@@ -382,12 +352,7 @@ async fn deleting_a_conversation_tells_both_sides_and_the_visitor_starts_afresh(
     let mut admin = subscribed_admin(&app, &cookie).await;
     let token = uuid();
     let mut visitor = subscribed_visitor(&app, &token).await;
-    visitor
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "forget me", "client_id": uuid()}),
-        )
-        .await;
+    visitor.speak("forget me", uuid()).await;
     let conversation_id = admin.event("message").await["conversation_id"]
         .as_str()
         .unwrap()

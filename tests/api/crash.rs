@@ -220,12 +220,7 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
             );
         }
         let client = by_token.get_mut(item.token.as_str()).unwrap();
-        client
-            .perform(
-                VISITOR_CHANNEL,
-                json!({"action": "speak", "content": item.content, "client_id": item.client_id}),
-            )
-            .await;
+        client.speak(&item.content, &item.client_id).await;
         client
             .next_where(|frame| frame["message"]["message"]["client_id"] == item.client_id.as_str())
             .await;

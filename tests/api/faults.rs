@@ -79,18 +79,8 @@ async fn a_full_disk_refuses_messages_clearly_and_writing_resumes_when_space_ret
     for index in 0..200 {
         let client_id = uuid();
         let content = format!("while full {index} {}", "x".repeat(3000));
-        visitor
-            .perform(
-                VISITOR_CHANNEL,
-                json!({"action": "speak", "content": content, "client_id": client_id}),
-            )
-            .await;
-        let answer = visitor
-            .next_where(|frame| {
-                ["message", "error"]
-                    .contains(&frame["message"]["type"].as_str().unwrap_or_default())
-            })
-            .await;
+        visitor.speak(&content, &client_id).await;
+        let answer = visitor.answer().await;
         match answer["message"]["type"].as_str() {
             Some("message") => {
                 acknowledged.push(answer["message"]["message"]["id"].as_u64().unwrap())
@@ -110,18 +100,8 @@ async fn a_full_disk_refuses_messages_clearly_and_writing_resumes_when_space_ret
     std::fs::remove_file(&filler).unwrap();
     // The widget resends its outbox with the same client ids: now they are stored, once.
     for (client_id, content) in &refused {
-        visitor
-            .perform(
-                VISITOR_CHANNEL,
-                json!({"action": "speak", "content": content, "client_id": client_id}),
-            )
-            .await;
-        let answer = visitor
-            .next_where(|frame| {
-                ["message", "error"]
-                    .contains(&frame["message"]["type"].as_str().unwrap_or_default())
-            })
-            .await;
+        visitor.speak(&content, &client_id).await;
+        let answer = visitor.answer().await;
         assert_eq!(
             answer["message"]["type"], "message",
             "writing resumed: {answer}"

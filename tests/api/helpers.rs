@@ -337,6 +337,24 @@ impl Client {
         .await;
     }
 
+    /// Sends a visitor `speak`, as the widget does.
+    pub async fn speak(
+        &mut self,
+        content: impl std::fmt::Display,
+        client_id: impl std::fmt::Display,
+    ) {
+        let data = json!({"action": "speak", "content": content.to_string(), "client_id": client_id.to_string()});
+        self.perform(VISITOR_CHANNEL, data).await;
+    }
+
+    /// The answer to a `speak` or `reply`: the next `message` or `error` event.
+    pub async fn answer(&mut self) -> Value {
+        self.next_where(|frame| {
+            matches!(frame["message"]["type"].as_str(), Some("message" | "error"))
+        })
+        .await
+    }
+
     /// The next frame that is not a ping; `None` when the socket closed.
     pub async fn next(&mut self) -> Option<Value> {
         loop {

@@ -22,12 +22,7 @@ async fn a_visitor_sending_too_fast_is_throttled_with_a_clear_error() {
         visitor.event("message").await;
     }
     let client_id = uuid();
-    visitor
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "one too many", "client_id": client_id}),
-        )
-        .await;
+    visitor.speak("one too many", &client_id).await;
     let error = visitor.event("error").await;
     assert_eq!(error["code"], "throttled");
     assert_eq!(error["client_id"], client_id.as_str());
@@ -37,12 +32,7 @@ async fn a_visitor_sending_too_fast_is_throttled_with_a_clear_error() {
     );
     // Other visitors are not affected.
     let mut other = subscribed_visitor(&app, &uuid()).await;
-    other
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "fine", "client_id": uuid()}),
-        )
-        .await;
+    other.speak("fine", uuid()).await;
     other.event("message").await;
 }
 
@@ -51,12 +41,7 @@ async fn one_address_cannot_open_endless_conversations() {
     let app = spawn_app_with(|config| config.limits.conversations_per_hour = 2).await;
     for index in 0..3 {
         let mut visitor = subscribed_visitor(&app, &uuid()).await;
-        visitor
-            .perform(
-                VISITOR_CHANNEL,
-                json!({"action": "speak", "content": "hello", "client_id": uuid()}),
-            )
-            .await;
+        visitor.speak("hello", uuid()).await;
         let answer = visitor
             .next_where(|frame| frame["message"]["type"].is_string())
             .await;
@@ -155,11 +140,7 @@ async fn a_consumer_that_stops_reading_is_cut_off_and_the_others_carry_on() {
     let content = "y".repeat(4000);
     let mut kicked = false;
     for round in 0..3000 {
-        busy.perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": content, "client_id": uuid()}),
-        )
-        .await;
+        busy.speak(&content, uuid()).await;
         busy.event("message").await;
         if round % 100 == 99 {
             let metrics = app.http("GET", "/metrics", &[], None).await.text();
@@ -172,12 +153,7 @@ async fn a_consumer_that_stops_reading_is_cut_off_and_the_others_carry_on() {
         }
     }
     assert!(kicked, "the stalled tab was kicked");
-    bystander
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "still quick", "client_id": uuid()}),
-        )
-        .await;
+    bystander.speak("still quick", uuid()).await;
     assert_eq!(
         bystander.event("message").await["message"]["content"],
         "still quick"

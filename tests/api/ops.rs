@@ -477,12 +477,7 @@ async fn export_lists_every_message_as_json_and_csv_and_backup_works_with_the_se
         for message_number in 0..4 {
             let content =
                 format!("visitor {visitor_number}, \"message\" {message_number}, with a comma");
-            visitor
-                .perform(
-                    VISITOR_CHANNEL,
-                    json!({"action": "speak", "content": content, "client_id": uuid()}),
-                )
-                .await;
+            visitor.speak(&content, uuid()).await;
             let echoed = visitor.event("message").await;
             expected.push((echoed["message"]["id"].as_u64().unwrap(), content));
         }
@@ -555,12 +550,7 @@ async fn metrics_cover_connections_messages_pushes_store_and_uptime_from_loopbac
     })
     .await;
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
-    visitor
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": "hi", "client_id": uuid()}),
-        )
-        .await;
+    visitor.speak("hi", uuid()).await;
     visitor.event("message").await;
     let metrics = app.http("GET", "/metrics", &[], None).await;
     assert_eq!(metrics.status, StatusCode::OK);

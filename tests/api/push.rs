@@ -303,12 +303,7 @@ fn owner_headers<'a>(origin: &'a str, cookie: &'a str) -> [(&'a str, &'a str); 3
 }
 
 async fn speak(visitor: &mut Client, content: &str) -> Value {
-    visitor
-        .perform(
-            VISITOR_CHANNEL,
-            json!({"action": "speak", "content": content, "client_id": uuid()}),
-        )
-        .await;
+    visitor.speak(content, uuid()).await;
     visitor
         .next_where(|frame| {
             frame["message"]["type"] == "message"
