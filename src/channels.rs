@@ -4,10 +4,12 @@
 //! answers to this socket go through its own outlet (with backpressure), events for others go through the hub. Every
 //! event is sent only after the store has committed what it describes.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -40,6 +42,11 @@ pub struct Connection {
     admin_subscription: Option<String>,
     /// The page the visitor reported before their conversation existed; saved when it is created.
     page: Option<Page>,
+    /// This visitor's conversation exists (they spoke on this socket), so a `speak` needs no store read to decide
+    /// whether it opens a new conversation (which has its own throttle). If the owner deletes the conversation
+    /// meanwhile, the next `speak` opens a new one without that throttle: once per socket, and still under the
+    /// per-visitor message throttle.
+    has_conversation: bool,
 }
 
 impl Connection {
@@ -52,6 +59,7 @@ impl Connection {
             visitor_subscription: None,
             admin_subscription: None,
             page: None,
+            has_conversation: false,
         }
     }
 
@@ -258,10 +266,12 @@ impl Connection {
                     app.counters.throttled.fetch_add(1, Ordering::Relaxed);
                     return Err((throttled("messages", wait), Some(client_id)));
                 }
-                let existing = store
-                    .conversation_of_token(&token_hash)
-                    .map_err(|error| (error.into(), Some(client_id)))?;
-                if existing.is_none() {
+                let exists = self.has_conversation
+                    || store
+                        .conversation_of_token(&token_hash)
+                        .map_err(|error| (error.into(), Some(client_id)))?
+                        .is_some();
+                if !exists {
                     if let Err(wait) = app.throttles.conversations.take(&self.ip) {
                         app.counters.throttled.fetch_add(1, Ordering::Relaxed);
                         return Err((throttled("new conversations", wait), Some(client_id)));
@@ -271,6 +281,7 @@ impl Connection {
                     .speak(token_hash, content, client_id)
                     .await
                     .map_err(|error| (error.into(), Some(client_id)))?;
+                self.has_conversation = true;
                 if appended.created {
                     if let Some(page) = self.page.take() {
                         // Best effort: the page is context, not a message; failing to save it loses nothing.
@@ -346,7 +357,7 @@ impl Connection {
                         .conversations_by_id(&conversation_ids(&page.messages))
                         .map_err(no_id)?,
                 };
-                let summaries: Vec<Value> = conversations
+                let summaries: Vec<Summary> = conversations
                     .iter()
                     .map(|conversation| summary(&app, conversation))
                     .collect();
@@ -397,41 +408,50 @@ impl Connection {
     }
 
     /// Tells everyone about a stored message. A resent one (duplicate client id) was already told: only the sender
-    /// hears it again, so it can settle its outbox.
+    /// hears it again, so it can settle its outbox. The events embed the message's JSON as the store wrote it.
     async fn deliver(&mut self, identifier: &str, appended: &Appended) {
-        let message_event = json!({ "type": "message", "message": appended.message });
+        let message = &appended.message;
         if appended.duplicate {
-            let mut reply = message_event;
-            if self.admin_subscription.as_deref() == Some(identifier) {
-                reply["conversation_id"] = json!(appended.message.conversation_id);
-            }
-            self.reply(identifier, &reply).await;
+            let conversation_id = (self.admin_subscription.as_deref() == Some(identifier))
+                .then_some(message.conversation_id);
+            self.reply_json(
+                identifier,
+                &message_event(&appended.message_json, conversation_id),
+            )
+            .await;
             return;
         }
-        let counter = match appended.message.sender {
+        let counter = match message.sender {
             crate::store::Sender::Visitor => &self.app.counters.messages_visitor,
             crate::store::Sender::Admin => &self.app.counters.messages_admin,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(token_hash) = appended.conversation.token_hash() {
-            self.app.hub.to_visitor(&token_hash, &event(message_event));
+            self.app.hub.to_visitor(
+                &token_hash,
+                &Arc::from(message_event(&appended.message_json, None)),
+            );
         }
-        self.app.hub.to_admins(&event(json!({
-            "type": "message", "conversation_id": appended.message.conversation_id, "message": appended.message,
-        })));
-        self.app
-            .hub
-            .to_admins(&event(json!({
-                "type": "conversation",
-                "conversation": summary_with(&self.app, &appended.conversation, Some(&appended.message)),
-            })));
-        crate::push::message_stored(&self.app, &appended.conversation, &appended.message);
+        self.app.hub.to_admins(&Arc::from(message_event(
+            &appended.message_json,
+            Some(message.conversation_id),
+        )));
+        self.app.hub.to_admins(&conversation_event_of(summary_with(
+            &self.app,
+            &appended.conversation,
+            Some(Cow::Borrowed(message)),
+        )));
+        crate::push::message_stored(&self.app, &appended.conversation, message);
     }
 
     async fn reply(&self, identifier: &str, event: &Value) {
+        self.reply_json(identifier, &event.to_string()).await;
+    }
+
+    async fn reply_json(&self, identifier: &str, event: &str) {
         self.send(protocol::channel_message(
             &protocol::encode_identifier(identifier),
-            &event.to_string(),
+            event,
         ))
         .await;
     }
@@ -485,33 +505,78 @@ fn visitor_view(conversation: &Conversation) -> Value {
     })
 }
 
+/// A `message` event around a message's JSON; the admin's copy names the conversation.
+fn message_event(message_json: &str, conversation_id: Option<Uuid>) -> String {
+    let mut event = String::with_capacity(message_json.len() + 80);
+    event.push_str(r#"{"type":"message","#);
+    if let Some(id) = conversation_id {
+        event.push_str(r#""conversation_id":""#);
+        event.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        event.push_str(r#"","#);
+    }
+    event.push_str(r#""message":"#);
+    event.push_str(message_json);
+    event.push('}');
+    event
+}
+
 pub fn conversation_event(app: &App, conversation: &Conversation) -> Arc<str> {
-    event(json!({ "type": "conversation", "conversation": summary(app, conversation) }))
+    conversation_event_of(summary(app, conversation))
+}
+
+fn conversation_event_of(summary: Summary<'_>) -> Arc<str> {
+    #[derive(Serialize)]
+    struct ConversationEvent<'a> {
+        r#type: &'static str,
+        conversation: Summary<'a>,
+    }
+    let event = ConversationEvent {
+        r#type: "conversation",
+        conversation: summary,
+    };
+    Arc::from(serde_json::to_string(&event).expect("a summary always serializes"))
 }
 
 /// The admin's summary of a conversation (DESIGN.md), with live presence from the hub.
-pub fn summary(app: &App, conversation: &Conversation) -> Value {
-    let last_message: Option<Message> = conversation
+#[derive(Serialize)]
+pub struct Summary<'a> {
+    id: Uuid,
+    visitor_name: &'a Option<String>,
+    email: &'a Option<String>,
+    unread_count: u32,
+    last_message: Option<Cow<'a, Message>>,
+    created_at: String,
+    updated_at: String,
+    online: bool,
+    page: &'a Option<Page>,
+    visitor_read_up_to: u64,
+}
+
+pub fn summary<'a>(app: &App, conversation: &'a Conversation) -> Summary<'a> {
+    let last_message = conversation
         .last_message_id
         .and_then(|id| app.store.message(id).ok().flatten());
-    summary_with(app, conversation, last_message.as_ref())
+    summary_with(app, conversation, last_message.map(Cow::Owned))
 }
 
 /// A summary when the caller already holds the last message (it just stored it): no store read.
-fn summary_with(app: &App, conversation: &Conversation, last_message: Option<&Message>) -> Value {
-    let online = conversation
-        .token_hash()
-        .is_some_and(|hash| app.hub.visitor_online(&hash));
-    json!({
-        "id": conversation.id,
-        "visitor_name": conversation.visitor_name,
-        "email": conversation.email,
-        "unread_count": conversation.unread_count,
-        "last_message": last_message,
-        "created_at": timestamp::rfc3339(conversation.created_at),
-        "updated_at": timestamp::rfc3339(conversation.updated_at),
-        "online": online,
-        "page": conversation.page,
-        "visitor_read_up_to": conversation.visitor_read_up_to,
-    })
+fn summary_with<'a>(
+    app: &App,
+    conversation: &'a Conversation,
+    last_message: Option<Cow<'a, Message>>,
+) -> Summary<'a> {
+    Summary {
+        id: conversation.id,
+        visitor_name: &conversation.visitor_name,
+        email: &conversation.email,
+        unread_count: conversation.unread_count,
+        last_message,
+        created_at: timestamp::rfc3339(conversation.created_at),
+        updated_at: timestamp::rfc3339(conversation.updated_at),
+        online: conversation
+            .token_hash()
+            .is_some_and(|hash| app.hub.visitor_online(&hash)),
+        page: &conversation.page,
+        visitor_read_up_to: conversation.visitor_read_up_to,
+    }
 }

@@ -76,9 +76,8 @@ async fn route(
         }
         (&Method::GET, ["conversations"]) => {
             admin(app, request.headers())?;
-            let conversations: Vec<_> = app
-                .store
-                .conversations()?
+            let stored = app.store.conversations()?;
+            let conversations: Vec<_> = stored
                 .iter()
                 .map(|conversation| channels::summary(app, conversation))
                 .collect();

@@ -134,6 +134,8 @@ pub struct Session {
 #[derive(Debug, Clone)]
 pub struct Appended {
     pub message: Message,
+    /// `message` as the store wrote it: the JSON the wire shows.
+    pub message_json: String,
     pub conversation: Conversation,
     /// The client id was seen before: `message` is the one stored then, and nothing new was written.
     pub duplicate: bool,

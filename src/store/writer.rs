@@ -99,6 +99,7 @@ pub(super) enum Command {
 
 pub(super) fn run_writer(file: &StoreFile, mut queue: mpsc::Receiver<Command>, stats: &StoreStats) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut recent = Recent::default();
     let mut stop = None;
     while let Some(command) = queue.blocking_recv() {
         let mut next = Some(command);
@@ -117,7 +118,7 @@ pub(super) fn run_writer(file: &StoreFile, mut queue: mpsc::Receiver<Command>, s
         if !batch.is_empty() {
             match file.database().or_else(|_| file.reopen()) {
                 Ok(database) => {
-                    if !commit_batch(&database, &mut batch, stats) {
+                    if !commit_batch(&database, &mut batch, stats, &mut recent) {
                         drop(database);
                         // redb refuses all writes after an I/O error until the file is opened again; do that now,
                         // so writing resumes by itself once the cause (a full disk, say) is gone.
@@ -206,14 +207,61 @@ fn fail_batch(batch: &mut Vec<Job>, error: &StoreError, stats: &StoreStats) {
     }
 }
 
+/// What the writer remembers between batches, so a message does not read and decode its conversation from the file
+/// every time: the committed state of recently used conversations, and visitor token → conversation. Only the writer
+/// changes those tables, and it learns a batch's changes only after the batch commits, so this never holds what the
+/// file does not.
+#[derive(Default)]
+pub(super) struct Recent {
+    conversations: HashMap<u128, Conversation>,
+    tokens: HashMap<TokenHash, u128>,
+}
+
+/// Conversations (and tokens) `Recent` holds before it starts over: a few MB at most.
+const RECENT_LIMIT: usize = 4096;
+
+impl Recent {
+    fn learn(&mut self, learned: Learned) {
+        if self.conversations.len() + learned.conversations.len() > RECENT_LIMIT {
+            self.conversations.clear();
+        }
+        for (key, conversation) in learned.conversations {
+            match conversation {
+                Some(conversation) => self.conversations.insert(key, conversation),
+                None => self.conversations.remove(&key),
+            };
+        }
+        if self.tokens.len() + learned.tokens.len() > RECENT_LIMIT {
+            self.tokens.clear();
+        }
+        for (token_hash, id) in learned.tokens {
+            match id {
+                Some(id) => self.tokens.insert(token_hash, id),
+                None => self.tokens.remove(&token_hash),
+            };
+        }
+    }
+}
+
+/// What one batch read and wrote, for `Recent` once it has committed (`None`: deleted).
+struct Learned {
+    conversations: HashMap<u128, Option<Conversation>>,
+    tokens: Vec<(TokenHash, Option<u128>)>,
+}
+
 /// Applies every job in one transaction and commits once; then, and only then, answers them. Answers whether the
 /// commit succeeded.
-fn commit_batch(database: &Database, batch: &mut Vec<Job>, stats: &StoreStats) -> bool {
-    let result = (|| -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+fn commit_batch(
+    database: &Database,
+    batch: &mut Vec<Job>,
+    stats: &StoreStats,
+    recent: &mut Recent,
+) -> bool {
+    let result = (|| -> Result<(Vec<Result<Outcome, StoreError>>, Learned), StoreError> {
         let mut transaction = database.begin_write()?;
         transaction.set_durability(Durability::Immediate)?;
-        let outcomes = {
-            let mut tables = Tables::open(&transaction)?;
+        let (outcomes, learned) = {
+            let mut tables = Tables::open(&transaction, recent)?;
             let mut outcomes = Vec::with_capacity(batch.len());
             for job in batch.iter_mut() {
                 let write =
@@ -225,14 +273,15 @@ fn commit_batch(database: &Database, batch: &mut Vec<Job>, stats: &StoreStats) -
                 }
                 outcomes.push(outcome);
             }
-            tables.finish()?;
-            outcomes
+            let learned = tables.finish()?;
+            (outcomes, learned)
         };
         transaction.commit()?;
-        Ok(outcomes)
+        Ok((outcomes, learned))
     })();
     match result {
-        Ok(outcomes) => {
+        Ok((outcomes, learned)) => {
+            recent.learn(learned);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats
                 .writes
@@ -251,7 +300,8 @@ fn commit_batch(database: &Database, batch: &mut Vec<Job>, stats: &StoreStats) -
 
 /// The tables of one write transaction, opened once for a batch, with the batch's working state: the next message
 /// id and the conversations it changed, written back once by `finish`.
-struct Tables<'txn> {
+struct Tables<'txn, 'r> {
+    recent: &'r Recent,
     meta: Table<'txn, &'static str, &'static [u8]>,
     conversations: Table<'txn, u128, &'static [u8]>,
     messages: Table<'txn, u64, &'static [u8]>,
@@ -266,11 +316,17 @@ struct Tables<'txn> {
     touched: HashMap<u128, Option<Conversation>>,
     /// Which of `touched` must be written back.
     dirty: HashSet<u128>,
+    /// Tokens looked up, added or removed in this batch.
+    tokens: Vec<(TokenHash, Option<u128>)>,
 }
 
-impl<'txn> Tables<'txn> {
-    fn open(transaction: &'txn WriteTransaction) -> Result<Tables<'txn>, StoreError> {
+impl<'txn, 'r> Tables<'txn, 'r> {
+    fn open(
+        transaction: &'txn WriteTransaction,
+        recent: &'r Recent,
+    ) -> Result<Tables<'txn, 'r>, StoreError> {
         Ok(Tables {
+            recent,
             meta: transaction.open_table(META)?,
             conversations: transaction.open_table(CONVERSATIONS)?,
             messages: transaction.open_table(MESSAGES)?,
@@ -282,11 +338,12 @@ impl<'txn> Tables<'txn> {
             next_message_id: None,
             touched: HashMap::new(),
             dirty: HashSet::new(),
+            tokens: Vec::new(),
         })
     }
 
-    /// Writes back the counter and every changed conversation.
-    fn finish(&mut self) -> Result<(), StoreError> {
+    /// Writes back the counter and every changed conversation; answers what the batch has learned.
+    fn finish(&mut self) -> Result<Learned, StoreError> {
         if let Some(next) = self.next_message_id {
             self.meta
                 .insert(NEXT_MESSAGE_ID, next.to_le_bytes().as_slice())?;
@@ -297,7 +354,10 @@ impl<'txn> Tables<'txn> {
                     .insert(key, encode(conversation).as_slice())?;
             }
         }
-        Ok(())
+        Ok(Learned {
+            conversations: std::mem::take(&mut self.touched),
+            tokens: std::mem::take(&mut self.tokens),
+        })
     }
 
     fn apply(&mut self, write: Write) -> Result<Outcome, StoreError> {
@@ -403,25 +463,6 @@ impl<'txn> Tables<'txn> {
         created: bool,
     ) -> Result<Outcome, StoreError> {
         let key = conversation.id.as_u128();
-        let existing = self
-            .client_ids
-            .get((key, client_id.as_u128()))?
-            .map(|value| value.value());
-        if let Some(existing) = existing {
-            let stored = self
-                .messages
-                .get(existing)?
-                .map(|value| decode::<Message>(value.value()))
-                .transpose()?;
-            if let Some(message) = stored {
-                return Ok(Outcome::Appended(Box::new(Appended {
-                    message,
-                    conversation,
-                    duplicate: true,
-                    created: false,
-                })));
-            }
-        }
         let id = match self.next_message_id {
             Some(id) => id,
             None => self
@@ -429,6 +470,30 @@ impl<'txn> Tables<'txn> {
                 .get(NEXT_MESSAGE_ID)?
                 .map_or(1, |value| read_u64(value.value())),
         };
+        // Claim the client id for the new message; a resend finds it taken and gets the stored message back. (One
+        // B-tree operation in the usual case instead of a lookup and an insert.)
+        let taken = self
+            .client_ids
+            .insert((key, client_id.as_u128()), id)?
+            .map(|value| value.value());
+        if let Some(existing) = taken {
+            self.client_ids
+                .insert((key, client_id.as_u128()), existing)?;
+            let stored = self
+                .messages
+                .get(existing)?
+                .map(|value| value.value().to_vec());
+            if let Some(json) = stored {
+                return Ok(Outcome::Appended(Box::new(Appended {
+                    message: decode(&json)?,
+                    message_json: String::from_utf8(json)
+                        .map_err(|_| StoreError::Storage("a stored message is not UTF-8".into()))?,
+                    conversation,
+                    duplicate: true,
+                    created: false,
+                })));
+            }
+        }
         self.next_message_id = Some(id + 1);
         let now = timestamp::now_millis();
         let message = Message {
@@ -439,9 +504,9 @@ impl<'txn> Tables<'txn> {
             created_at: timestamp::rfc3339(now),
             client_id: Some(client_id),
         };
-        self.messages.insert(id, encode(&message).as_slice())?;
+        let message_json = serde_json::to_string(&message).expect("a message always serializes");
+        self.messages.insert(id, message_json.as_bytes())?;
         self.conversation_messages.insert((key, id), ())?;
-        self.client_ids.insert((key, client_id.as_u128()), id)?;
         conversation.last_message_id = Some(id);
         conversation.updated_at = now;
         match sender {
@@ -457,6 +522,7 @@ impl<'txn> Tables<'txn> {
         self.save(conversation.clone());
         Ok(Outcome::Appended(Box::new(Appended {
             message,
+            message_json,
             conversation,
             duplicate: false,
             created,
@@ -481,6 +547,7 @@ impl<'txn> Tables<'txn> {
             .retain_in((key, 0)..=(key, u128::MAX), |_, _| false)?;
         if let Some(hash) = conversation.token_hash() {
             self.visitor_tokens.remove(hash.as_slice())?;
+            self.tokens.push((hash, None));
         }
         self.conversations.remove(key)?;
         self.touched.insert(key, None);
@@ -490,6 +557,10 @@ impl<'txn> Tables<'txn> {
     fn conversation(&mut self, key: u128) -> Result<Option<Conversation>, StoreError> {
         if let Some(touched) = self.touched.get(&key) {
             return Ok(touched.clone());
+        }
+        if let Some(known) = self.recent.conversations.get(&key) {
+            self.touched.insert(key, Some(known.clone()));
+            return Ok(Some(known.clone()));
         }
         let stored = self
             .conversations
@@ -504,10 +575,25 @@ impl<'txn> Tables<'txn> {
         &mut self,
         token_hash: &TokenHash,
     ) -> Result<Option<Conversation>, StoreError> {
-        let id = self
-            .visitor_tokens
-            .get(token_hash.as_slice())?
-            .map(|value| value.value());
+        let known = self
+            .tokens
+            .iter()
+            .rev()
+            .find(|(hash, _)| hash == token_hash)
+            .map(|(_, id)| *id);
+        let id = match known.or_else(|| self.recent.tokens.get(token_hash).map(|id| Some(*id))) {
+            Some(id) => id,
+            None => {
+                let id = self
+                    .visitor_tokens
+                    .get(token_hash.as_slice())?
+                    .map(|value| value.value());
+                if let Some(id) = id {
+                    self.tokens.push((*token_hash, Some(id)));
+                }
+                id
+            }
+        };
         match id {
             Some(id) => self.conversation(id),
             None => Ok(None),
@@ -534,6 +620,8 @@ impl<'txn> Tables<'txn> {
         };
         self.visitor_tokens
             .insert(token_hash.as_slice(), conversation.id.as_u128())?;
+        self.tokens
+            .push((*token_hash, Some(conversation.id.as_u128())));
         self.save(conversation.clone());
         Ok(conversation)
     }

@@ -160,3 +160,49 @@ async fn invalid_utf8_closes_with_1007() {
         .unwrap();
     assert_eq!(visitor.closed().await.0, Some(1007));
 }
+
+#[tokio::test]
+async fn an_unmasked_client_frame_closes_with_1002() {
+    // RFC 6455 5.1: a server must close the connection when a client's frame is not masked.
+    let app = spawn_app().await;
+    let mut visitor = subscribed_visitor(&app, &uuid()).await;
+    visitor.socket.set_auto_apply_mask(false);
+    visitor
+        .socket
+        .write_frame(Frame::text(Payload::Owned(br#"{"command":"x"}"#.to_vec())))
+        .await
+        .unwrap();
+    assert_eq!(visitor.closed().await.0, Some(1002));
+}
+
+#[tokio::test]
+async fn a_ping_gets_its_pong_and_a_close_gets_its_code_back() {
+    let app = spawn_app().await;
+    let mut visitor = subscribed_visitor(&app, &uuid()).await;
+    visitor
+        .socket
+        .write_frame(Frame::new(
+            true,
+            OpCode::Ping,
+            None,
+            Payload::Owned(b"are you there".to_vec()),
+        ))
+        .await
+        .unwrap();
+    let pong = loop {
+        let frame = tokio::time::timeout(PATIENCE, visitor.socket.read_frame())
+            .await
+            .expect("a frame in time")
+            .expect("the socket stays open");
+        if frame.opcode == OpCode::Pong {
+            break frame.payload.to_vec();
+        }
+    };
+    assert_eq!(pong, b"are you there");
+    visitor
+        .socket
+        .write_frame(Frame::close(4000, b"leaving"))
+        .await
+        .unwrap();
+    assert_eq!(visitor.closed().await.0, Some(4000));
+}

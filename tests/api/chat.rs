@@ -403,6 +403,38 @@ async fn deleting_a_conversation_tells_both_sides_and_the_visitor_starts_afresh(
         visitor.event("history").await["conversation"],
         serde_json::Value::Null
     );
+
+    // Speaking again on the same socket, with the same client id as before, opens a new conversation: nothing of
+    // the old one (its token, its client ids) is remembered anywhere.
+    let reused_client_id = uuid();
+    visitor.speak("hello again", &reused_client_id).await;
+    let answer = visitor.answer().await;
+    assert_eq!(answer["message"]["message"]["content"], "hello again");
+    let fresh = admin.event("message").await;
+    let fresh_id = fresh["conversation_id"].as_str().unwrap().to_string();
+    assert_ne!(fresh_id, conversation_id);
+    visitor.speak("hello again", &reused_client_id).await;
+    assert_eq!(
+        visitor.answer().await["message"]["message"]["id"],
+        answer["message"]["message"]["id"],
+        "a resend in the new conversation is still recognised"
+    );
+    let history = app
+        .http(
+            "GET",
+            &format!("/conversations/{fresh_id}/messages"),
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await
+        .json();
+    let contents: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["hello again"]);
 }
 
 #[tokio::test]

@@ -4,10 +4,11 @@
 //! the IP must be under its connection limits (else HTTP 429). After it: a visitor token that is not a UUID, or an
 //! admin socket without a live session, gets ActionCable's `unauthorized` disconnect.
 //!
-//! Each socket runs two tasks. fastwebsockets' `read_frame` is not cancel-safe, so it never sits in a `select!` loop:
-//! the reader task reads frames and handles commands, and the writer task owns the write half and `select!`s over its
-//! outbound queue, the 3-second ping, a kick from the hub, and shutdown. The two are joined by one `select!` that
-//! ends the socket when either ends; dropping the reader there is fine, as the socket is being closed anyway.
+//! Each socket runs two tasks. Reading a frame is not cancel-safe (it may stop between a header and its payload), so
+//! it never sits in a `select!` loop: the reader task reads frames (`frame_reader`, natter's own, small) and handles
+//! commands, and the writer task owns fastwebsockets' write half and `select!`s over its outbound queue, the 3-second
+//! ping, a kick from the hub, and shutdown. The two are joined by one `select!` that ends the socket when either ends;
+//! dropping the reader there is fine, as the socket is being closed anyway.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketWrite};
 use http::{HeaderMap, Response};
 use http_body_util::Full;
 use hyper::upgrade::Upgraded;
@@ -32,6 +33,10 @@ use crate::hub::{Channel, Outbound, Outlet};
 use crate::protocol;
 use crate::store::hash_token;
 use crate::throttle::ConnectionSlot;
+
+mod frame_reader;
+
+use frame_reader::{Frame as ClientFrame, FrameError, FrameReader};
 
 pub const SUBPROTOCOL: &str = "actioncable-v1-json";
 
@@ -64,7 +69,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
 
-type Reader<'a> = WebSocketRead<&'a mut ReadHalf<TokioIo<Upgraded>>>;
 type Writer = WebSocketWrite<BufWriter<WriteHalf<TokioIo<Upgraded>>>>;
 pub type Body = Full<Bytes>;
 
@@ -233,22 +237,19 @@ async fn serve(
     ip: IpAddr,
     _slot: ConnectionSlot,
 ) {
-    // Split by hand rather than with `WebSocket::split`, so the read half stays ours after the reader is done with
-    // it: see `linger`.
+    // The read half is natter's own (`FrameReader`); fastwebsockets writes.
     let (mut read_stream, write_stream) = tokio::io::split(socket.into_inner());
     let buffer = if matches!(caller, Caller::Admin(_)) {
         ADMIN_WRITE_BUFFER
     } else {
         VISITOR_WRITE_BUFFER
     };
-    let (mut reader, writer) = fastwebsockets::after_handshake_split(
-        &mut read_stream,
+    // fastwebsockets makes a write half only as one of a pair; its read half (with its 8 KiB buffer) goes at once.
+    let (_, writer) = fastwebsockets::after_handshake_split(
+        tokio::io::empty(),
         BufWriter::with_capacity(buffer, write_stream),
         fastwebsockets::Role::Server,
     );
-    reader.set_max_message_size(MAX_MESSAGE_BYTES);
-    reader.set_auto_close(true);
-    reader.set_auto_pong(true);
     let (identity, capacity, counter) = match caller {
         Caller::Visitor(identity) => (identity, VISITOR_QUEUE, &app.hub.open_visitor_sockets),
         Caller::Admin(identity) => (identity, ADMIN_QUEUE, &app.hub.open_admin_sockets),
@@ -285,8 +286,9 @@ async fn serve(
         app.shutdown.clone(),
     ));
     let mut connection = Connection::new(app.clone(), identity, outlet, ip);
+    let mut reader = FrameReader::new(MAX_MESSAGE_BYTES);
     let ended_by_reader = tokio::select! {
-        end = read_loop(&mut reader, &mut connection, &queue) => Some(end),
+        end = read_loop(&mut reader, &mut read_stream, &mut connection, &queue) => Some(end),
         _ = &mut writer => None,
     };
     drop(reader);
@@ -340,59 +342,56 @@ async fn linger(read_stream: &mut ReadHalf<TokioIo<Upgraded>>) {
 
 /// Reads frames until the client leaves or breaks the protocol; answers the close code to send, if any.
 async fn read_loop(
-    reader: &mut Reader<'_>,
+    reader: &mut FrameReader,
+    read_stream: &mut ReadHalf<TokioIo<Upgraded>>,
     connection: &mut Connection,
     queue: &mpsc::Sender<Outbound>,
 ) -> Option<(u16, &'static str)> {
-    // Frames of a fragmented message, joined here (not by fastwebsockets' collector, which has no size limit).
+    // Frames of a fragmented message, joined here up to the same limit as a single frame.
     let mut fragments: Vec<u8> = Vec::new();
     let mut fragmented = false;
     // A socket must subscribe by this deadline (counted from the upgrade, not reset by other frames), or it is only
     // holding a slot.
     let subscribe_by = tokio::time::Instant::now()
         + Duration::from_secs(connection.app().config.limits.idle_socket_seconds);
-    let mut obliged = |frame: Frame<'_>| {
-        let queue = queue.clone();
-        let control = Outbound::Control(frame.opcode, frame.payload.to_vec());
-        async move {
-            queue
-                .send(control)
-                .await
-                .map_err(|_| "the socket is closing")
-        }
-    };
     loop {
         let read = if connection.is_subscribed() {
-            reader.read_frame(&mut obliged).await
+            reader.next(read_stream).await
         } else {
-            // Dropping an unfinished `read_frame` is fine here: on timeout the socket is closed.
-            match tokio::time::timeout_at(subscribe_by, reader.read_frame(&mut obliged)).await {
+            // Dropping an unfinished `next` is fine here: on timeout the socket is closed.
+            match tokio::time::timeout_at(subscribe_by, reader.next(read_stream)).await {
                 Ok(read) => read,
                 Err(_) => return Some((1008, "subscribe_timeout")),
             }
         };
         let frame = match read {
             Ok(frame) => frame,
-            Err(error) => return close_for(&error),
+            Err(FrameError::TooLarge) => return Some((1009, "message_too_big")),
+            Err(FrameError::Protocol(_)) => return Some((1002, "protocol_error")),
+            Err(FrameError::Closed) => return None,
         };
-        match frame.opcode {
-            OpCode::Text if frame.fin && !fragmented => {
-                // fastwebsockets has checked that a final text frame is UTF-8.
-                let text = std::str::from_utf8(&frame.payload).unwrap_or_default();
+        match frame {
+            ClientFrame::Text { fin: true, payload } if !fragmented => {
+                let Ok(text) = std::str::from_utf8(payload) else {
+                    return Some((1007, "invalid_utf8"));
+                };
                 // Boxed: the handler's state is large, and inline it would sit in every idle socket's task.
                 Box::pin(connection.handle(text)).await;
             }
-            OpCode::Text if !fragmented => {
+            ClientFrame::Text {
+                fin: false,
+                payload,
+            } if !fragmented => {
                 fragmented = true;
                 fragments.clear();
-                fragments.extend_from_slice(&frame.payload);
+                fragments.extend_from_slice(payload);
             }
-            OpCode::Continuation if fragmented => {
-                if fragments.len() + frame.payload.len() > MAX_MESSAGE_BYTES {
+            ClientFrame::Continuation { fin, payload } if fragmented => {
+                if fragments.len() + payload.len() > MAX_MESSAGE_BYTES {
                     return Some((1009, "message_too_big"));
                 }
-                fragments.extend_from_slice(&frame.payload);
-                if frame.fin {
+                fragments.extend_from_slice(payload);
+                if fin {
                     fragmented = false;
                     let Ok(text) = std::str::from_utf8(&fragments) else {
                         return Some((1007, "invalid_utf8"));
@@ -402,23 +401,44 @@ async fn read_loop(
                     fragments = Vec::new();
                 }
             }
-            OpCode::Binary => return Some((1003, "binary_not_supported")),
-            OpCode::Close => return None,
-            OpCode::Ping | OpCode::Pong => {}
-            OpCode::Text | OpCode::Continuation => return Some((1002, "bad_fragment")),
+            ClientFrame::Binary => return Some((1003, "binary_not_supported")),
+            ClientFrame::Ping(payload) => {
+                let pong = Outbound::Control(OpCode::Pong, payload.to_vec());
+                if queue.send(pong).await.is_err() {
+                    return None;
+                }
+            }
+            ClientFrame::Pong => {}
+            ClientFrame::Close(payload) => return close_reply(payload, queue).await,
+            ClientFrame::Text { .. } | ClientFrame::Continuation { .. } => {
+                return Some((1002, "bad_fragment"))
+            }
         }
     }
 }
 
-fn close_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
-    match error {
-        WebSocketError::FrameTooLarge => Some((1009, "message_too_big")),
-        WebSocketError::InvalidUTF8 => Some((1007, "invalid_utf8")),
-        WebSocketError::UnexpectedEOF
-        | WebSocketError::ConnectionClosed
-        | WebSocketError::IoError(_) => None,
-        _ => Some((1002, "protocol_error")),
-    }
+/// Answers a client's close frame (RFC 6455, 5.5.1): with its status code when that is a valid one, with 1002 when
+/// it is not, and with 1007 when its reason is not UTF-8. The socket ends after that.
+async fn close_reply(
+    payload: &[u8],
+    queue: &mpsc::Sender<Outbound>,
+) -> Option<(u16, &'static str)> {
+    let reply = match payload {
+        [] => Vec::new(),
+        [_] => return Some((1002, "protocol_error")),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            if !matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) {
+                return Some((1002, "protocol_error"));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Some((1007, "invalid_utf8"));
+            }
+            code.to_be_bytes().to_vec()
+        }
+    };
+    let _ = queue.send(Outbound::Control(OpCode::Close, reply)).await;
+    None
 }
 
 /// Owns the write half: sends queued frames, events (wrapped with this socket's identifiers), and pings, until told
@@ -564,19 +584,39 @@ mod tests {
     }
 
     #[test]
-    fn close_codes_match_the_failure() {
-        assert_eq!(
-            close_for(&WebSocketError::FrameTooLarge),
-            Some((1009, "message_too_big"))
-        );
-        assert_eq!(
-            close_for(&WebSocketError::InvalidUTF8),
-            Some((1007, "invalid_utf8"))
-        );
-        assert_eq!(close_for(&WebSocketError::UnexpectedEOF), None);
-        assert_eq!(
-            close_for(&WebSocketError::ReservedBitsNotZero),
-            Some((1002, "protocol_error"))
-        );
+    fn a_close_frame_is_answered_with_its_code_or_refused() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (queue, mut outbox) = mpsc::channel(4);
+            let normal = [&1000u16.to_be_bytes()[..], b"bye"].concat();
+            assert_eq!(close_reply(&normal, &queue).await, None);
+            assert!(matches!(
+                outbox.try_recv(),
+                Ok(Outbound::Control(OpCode::Close, reply)) if reply == 1000u16.to_be_bytes()
+            ));
+            assert_eq!(close_reply(b"", &queue).await, None);
+            assert!(matches!(
+                outbox.try_recv(),
+                Ok(Outbound::Control(OpCode::Close, reply)) if reply.is_empty()
+            ));
+            let refused: [(&[u8], u16); 4] = [
+                (b"\x03", 1002),
+                (&1005u16.to_be_bytes(), 1002),
+                (&999u16.to_be_bytes(), 1002),
+                (b"\x03\xe8\xff", 1007),
+            ];
+            for (payload, code) in refused {
+                assert_eq!(
+                    close_reply(payload, &queue).await.map(|(code, _)| code),
+                    Some(code)
+                );
+            }
+            assert!(
+                outbox.try_recv().is_err(),
+                "a refused close is answered by the caller"
+            );
+        });
     }
 }
