@@ -990,7 +990,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// A `speak` command, as the widget sends it.
 fn speak(content: &str) -> String {
-    let data = json!({ "action": "speak", "content": content, "client_id": uuid::Uuid::new_v4() })
+    // A time-ordered client id, as the widget makes them.
+    let data = json!({ "action": "speak", "content": content, "client_id": uuid::Uuid::now_v7() })
         .to_string();
     json!({ "command": "message", "identifier": VISITOR_CHANNEL, "data": data }).to_string()
 }

@@ -30,8 +30,9 @@ mod writer;
 pub use snapshot::SnapshotSummary;
 use writer::{run_writer, Command, Job, Outcome, StoreFile, Write};
 
-/// Bumped when the layout of the tables changes; a store written by a newer natter is refused, not misread.
-const SCHEMA_VERSION: u64 = 1;
+/// Bumped when the layout of the tables changes; a store written by a newer natter is refused, not misread, and one
+/// written by an older natter is brought up to date when it is opened (`migrate`).
+const SCHEMA_VERSION: u64 = 2;
 
 /// Small bookkeeping values: the schema version, the message counter, the generated admin password hash, keys.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -44,8 +45,11 @@ const CONVERSATION_MESSAGES: TableDefinition<(u128, u64), ()> =
     TableDefinition::new("conversation_messages");
 /// SHA-256 of a visitor token → its conversation id. The token itself is never stored.
 const VISITOR_TOKENS: TableDefinition<&[u8], u128> = TableDefinition::new("visitor_tokens");
-/// (conversation id, client id) → message id: a resent `speak` or `reply` finds the message it already stored.
-/// Keyed by conversation too, so one visitor cannot fish for another's message by guessing its client id.
+/// (client id, conversation id) → message id: a resent `speak` or `reply` finds the message it already stored.
+/// Keyed by conversation too, so one visitor cannot fish for another's message by guessing its client id. The client
+/// id comes first because natter's clients make time-ordered ones (UUIDv7): a commit's new entries then sit together
+/// at the end of the table, a page or two, where keyed by conversation first they took a page per conversation.
+/// (Schema version 1 had the conversation first.)
 const CLIENT_IDS: TableDefinition<(u128, u128), u64> = TableDefinition::new("client_ids");
 /// SHA-256 of a session token → `Session` (JSON).
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
@@ -248,6 +252,12 @@ impl Store {
                     meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                Some(1) => {
+                    migrate_client_ids(&transaction).map_err(|error| {
+                        anyhow::anyhow!("bringing the store to schema version 2: {error:?}")
+                    })?;
+                    meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                }
                 Some(other) => anyhow::bail!(
                     "the store has schema version {other}, this natter knows {SCHEMA_VERSION}: run the newer natter, or restore a backup"
                 ),
@@ -605,6 +615,20 @@ impl Store {
     }
 }
 
+/// Schema version 1 → 2: client-id keys go from (conversation, client) to (client, conversation).
+fn migrate_client_ids(transaction: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut table = transaction.open_table(CLIENT_IDS)?;
+    let entries: Vec<((u128, u128), u64)> = table
+        .iter()?
+        .map(|entry| entry.map(|(key, value)| (key.value(), value.value())))
+        .collect::<Result<_, _>>()?;
+    table.retain(|_, _| false)?;
+    for ((conversation, client), id) in entries {
+        table.insert((client, conversation), id)?;
+    }
+    Ok(())
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records always serialize")
 }
@@ -685,6 +709,48 @@ mod tests {
             .conversation_messages(first.message.conversation_id, None, None, 10)
             .unwrap();
         assert_eq!(page.messages.len(), 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_version_1_store_is_migrated_and_its_client_ids_still_deduplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = hash_token("alice");
+        let client = Uuid::new_v4();
+        let store = Store::open(dir.path()).unwrap();
+        let first = store.speak(alice, "hello".into(), client).await.unwrap();
+        let path = store.path().to_path_buf();
+        store.close().await;
+        // Turn the file back into what natter wrote with schema version 1: conversation first in the client-id keys.
+        {
+            let database = Database::create(&path).unwrap();
+            let transaction = database.begin_write().unwrap();
+            {
+                let mut table = transaction.open_table(CLIENT_IDS).unwrap();
+                let conversation = first.message.conversation_id.as_u128();
+                let id = table
+                    .remove((client.as_u128(), conversation))
+                    .unwrap()
+                    .unwrap()
+                    .value();
+                table.insert((conversation, client.as_u128()), id).unwrap();
+                let mut meta = transaction.open_table(META).unwrap();
+                meta.insert("schema_version", 1u64.to_le_bytes().as_slice())
+                    .unwrap();
+            }
+            transaction.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.meta("schema_version").unwrap().unwrap(),
+            2u64.to_le_bytes()
+        );
+        let again = store.speak(alice, "hello".into(), client).await.unwrap();
+        assert!(
+            again.duplicate,
+            "the resend is recognised after the migration"
+        );
+        assert_eq!(again.message, first.message);
         store.close().await;
     }
 

@@ -474,11 +474,11 @@ impl<'txn, 'r> Tables<'txn, 'r> {
         // B-tree operation in the usual case instead of a lookup and an insert.)
         let taken = self
             .client_ids
-            .insert((key, client_id.as_u128()), id)?
+            .insert((client_id.as_u128(), key), id)?
             .map(|value| value.value());
         if let Some(existing) = taken {
             self.client_ids
-                .insert((key, client_id.as_u128()), existing)?;
+                .insert((client_id.as_u128(), key), existing)?;
             let stored = self
                 .messages
                 .get(existing)?
@@ -539,12 +539,18 @@ impl<'txn, 'r> Tables<'txn, 'r> {
             .range((key, 0)..=(key, u64::MAX))?
             .map(|entry| entry.map(|(ids, _)| ids.value().1))
             .collect::<Result<_, _>>()?;
+        let mut client_ids = Vec::new();
         for id in ids {
-            self.messages.remove(id)?;
+            if let Some(removed) = self.messages.remove(id)? {
+                if let Some(client_id) = decode::<Message>(removed.value())?.client_id {
+                    client_ids.push(client_id.as_u128());
+                }
+            }
             self.conversation_messages.remove((key, id))?;
         }
-        self.client_ids
-            .retain_in((key, 0)..=(key, u128::MAX), |_, _| false)?;
+        for client_id in client_ids {
+            self.client_ids.remove((client_id, key))?;
+        }
         if let Some(hash) = conversation.token_hash() {
             self.visitor_tokens.remove(hash.as_slice())?;
             self.tokens.push((hash, None));

@@ -40,10 +40,12 @@ const view = new ThreadView({
   older: $("older"),
 });
 
-function uuid() {
-  if (crypto.randomUUID) return crypto.randomUUID();
+// A reply's client_id: a version 7 UUID (milliseconds first, then random), so the client ids natter indexes arrive
+// in order and land together in its index.
+function messageId() {
   const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40;
+  for (let i = 5, t = Date.now(); i >= 0; i--, t = Math.floor(t / 256)) b[i] = t % 256;
+  b[6] = (b[6] & 0x0f) | 0x70;
   b[8] = (b[8] & 0x3f) | 0x80;
   const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
@@ -632,7 +634,7 @@ function sendReply() {
   const content = input.value.trim();
   const id = state.selected;
   if (!content || !id) return;
-  const item = { client_id: uuid(), conversation_id: id, content, created_at: new Date().toISOString() };
+  const item = { client_id: messageId(), conversation_id: id, content, created_at: new Date().toISOString() };
   outbox.add(item);
   view.addPending(item, cable && cable.ready ? "Sending…" : "Waiting for connection…");
   input.value = "";
