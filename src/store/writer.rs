@@ -504,7 +504,10 @@ impl<'txn, 'r> Tables<'txn, 'r> {
             created_at: timestamp::rfc3339(now),
             client_id: Some(client_id),
         };
-        let message_json = serde_json::to_string(&message).expect("a message always serializes");
+        // Sized for the whole message at once (the fields around the content take under 200 bytes).
+        let mut encoded = Vec::with_capacity(message.content.len() + 200);
+        serde_json::to_writer(&mut encoded, &message).expect("a message always serializes");
+        let message_json = String::from_utf8(encoded).expect("serde_json writes UTF-8");
         self.messages.insert(id, message_json.as_bytes())?;
         self.conversation_messages.insert((key, id), ())?;
         conversation.last_message_id = Some(id);
