@@ -32,7 +32,7 @@ use writer::{run_writer, Command, Job, Outcome, StoreFile, Write};
 
 /// Bumped when the layout of the tables changes; a store written by a newer natter is refused, not misread, and one
 /// written by an older natter is brought up to date when it is opened (`migrate`).
-const SCHEMA_VERSION: u64 = 2;
+const SCHEMA_VERSION: u64 = 3;
 
 /// Small bookkeeping values: the schema version, the message counter, the generated admin password hash, keys.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -41,6 +41,11 @@ const CONVERSATIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("conver
 /// Message id → `Message` (JSON, exactly as the wire shows it, so reads send it without re-encoding).
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 /// (conversation id, message id): the messages of one conversation in order.
+///
+/// Written a thousand entries at a time, not with each message: with many conversations busy at once, each new entry
+/// would otherwise dirty a page of its own in every commit (a commit's cost is its dirty pages). Every message up to
+/// `indexed_up_to` (in `META`) has its entry; the ones above it are kept in memory (`StoreFile::unindexed`), and
+/// indexed again from `MESSAGES` when the store is opened. (Schema version 2 indexed every message at once.)
 const CONVERSATION_MESSAGES: TableDefinition<(u128, u64), ()> =
     TableDefinition::new("conversation_messages");
 /// SHA-256 of a visitor token → its conversation id. The token itself is never stored.
@@ -57,6 +62,11 @@ const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions")
 const PUSH_SUBSCRIPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("push_subscriptions");
 
 const NEXT_MESSAGE_ID: &str = "next_message_id";
+const INDEXED_UP_TO: &str = "indexed_up_to";
+
+/// Unindexed messages that make the writer index them all in its next commit. Small enough that the work is short
+/// and the memory small, large enough that each page of the index gets many entries per write.
+const INDEX_BATCH: usize = if cfg!(test) { 4 } else { 1024 };
 
 /// How many queued writes one commit takes at most. Large enough that 1,000 concurrent senders share a handful of
 /// fsyncs, small enough that one transaction stays short.
@@ -223,6 +233,7 @@ impl Store {
         let file = Arc::new(StoreFile {
             database: RwLock::new(Some(Arc::new(database))),
             path,
+            unindexed: RwLock::default(),
         });
         let (writer, queue) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(StoreStats::default());
@@ -252,10 +263,13 @@ impl Store {
                     meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
                 }
                 Some(SCHEMA_VERSION) => {}
-                Some(1) => {
-                    migrate_client_ids(&transaction).map_err(|error| {
-                        anyhow::anyhow!("bringing the store to schema version 2: {error:?}")
-                    })?;
+                // Version 2 needs nothing: its index is complete, and `index_the_rest` finds nothing to do.
+                Some(old @ (1 | 2)) => {
+                    if old == 1 {
+                        migrate_client_ids(&transaction).map_err(|error| {
+                            anyhow::anyhow!("bringing the store to schema version 2: {error:?}")
+                        })?;
+                    }
                     meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
                 }
                 Some(other) => anyhow::bail!(
@@ -270,6 +284,8 @@ impl Store {
             transaction.open_table(SESSIONS)?;
             transaction.open_table(PUSH_SUBSCRIPTIONS)?;
         }
+        index_the_rest(&transaction)
+            .map_err(|error| anyhow::anyhow!("indexing the latest messages: {error:?}"))?;
         transaction.commit()?;
         Ok(())
     }
@@ -537,22 +553,49 @@ impl Store {
         before: Option<u64>,
         limit: usize,
     ) -> Result<MessagePage, StoreError> {
-        let transaction = self.read()?;
-        let index = transaction.open_table(CONVERSATION_MESSAGES)?;
-        let messages = transaction.open_table(MESSAGES)?;
         let key = conversation_id.as_u128();
         let low = after.map_or(0, |after| after.saturating_add(1));
         let high = before.unwrap_or(u64::MAX);
         if low >= high {
             return Ok(MessagePage::default());
         }
-        let range = index.range((key, low)..(key, high))?;
+        // The newest messages may not be in the index yet. Holding the lock while the transaction starts means the
+        // writer cannot drop entries from `unindexed` that this transaction's index does not have.
+        let (transaction, unindexed) = {
+            let unindexed = self
+                .file
+                .unindexed
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner());
+            let transaction = self.read()?;
+            let indexed_up_to = transaction
+                .open_table(META)?
+                .get(INDEXED_UP_TO)?
+                .map_or(0, |value| read_u64(value.value()));
+            let from = low.max(indexed_up_to.saturating_add(1));
+            let ids: Vec<u64> = if from < high {
+                unindexed
+                    .range((key, from)..(key, high))
+                    .map(|(_, id)| *id)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (transaction, ids)
+        };
+        let index = transaction.open_table(CONVERSATION_MESSAGES)?;
+        let messages = transaction.open_table(MESSAGES)?;
+        let indexed = index
+            .range((key, low)..(key, high))?
+            .map(|entry| entry.map(|(ids, _)| ids.value().1));
+        let unindexed = unindexed.into_iter().map(Ok);
+        // Every unindexed id is above every indexed one.
         let (ids, more) = if before.is_some() {
-            let (mut ids, more) = first_ids(range.rev(), limit)?;
+            let (mut ids, more) = first_ids(unindexed.rev().chain(indexed.rev()), limit)?;
             ids.reverse();
             (ids, more)
         } else {
-            first_ids(range, limit)?
+            first_ids(indexed.chain(unindexed), limit)?
         };
         let mut page = MessagePage {
             messages: Vec::with_capacity(ids.len()),
@@ -615,6 +658,28 @@ impl Store {
     }
 }
 
+/// Writes the index entries of the messages above `indexed_up_to` (the ones that were still in memory when natter
+/// last stopped), reading their conversation from the messages themselves.
+fn index_the_rest(transaction: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = transaction.open_table(META)?;
+    let indexed_up_to = meta
+        .get(INDEXED_UP_TO)?
+        .map_or(0, |value| read_u64(value.value()));
+    let messages = transaction.open_table(MESSAGES)?;
+    let mut index = transaction.open_table(CONVERSATION_MESSAGES)?;
+    let mut last = None;
+    for entry in messages.range(indexed_up_to.saturating_add(1)..)? {
+        let (id, value) = entry?;
+        let message: Message = decode(value.value())?;
+        index.insert((message.conversation_id.as_u128(), id.value()), ())?;
+        last = Some(id.value());
+    }
+    if let Some(last) = last {
+        meta.insert(INDEXED_UP_TO, last.to_le_bytes().as_slice())?;
+    }
+    Ok(())
+}
+
 /// Schema version 1 → 2: client-id keys go from (conversation, client) to (client, conversation).
 fn migrate_client_ids(transaction: &redb::WriteTransaction) -> Result<(), StoreError> {
     let mut table = transaction.open_table(CLIENT_IDS)?;
@@ -638,28 +703,19 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
         .map_err(|error| StoreError::Storage(format!("a stored record does not decode: {error}")))
 }
 
-/// An entry of the per-conversation message index.
-type IndexEntry<'a> = Result<
-    (
-        redb::AccessGuard<'a, (u128, u64)>,
-        redb::AccessGuard<'a, ()>,
-    ),
-    redb::StorageError,
->;
-
-/// The message ids of the first `limit` index entries, and whether there were more.
-fn first_ids<'a>(
-    entries: impl Iterator<Item = IndexEntry<'a>>,
+/// The first `limit` message ids, and whether there were more.
+fn first_ids(
+    ids: impl Iterator<Item = Result<u64, redb::StorageError>>,
     limit: usize,
 ) -> Result<(Vec<u64>, bool), StoreError> {
-    let mut ids = Vec::with_capacity(limit.min(256));
-    for entry in entries {
-        if ids.len() == limit {
-            return Ok((ids, true));
+    let mut first = Vec::with_capacity(limit.min(256));
+    for id in ids {
+        if first.len() == limit {
+            return Ok((first, true));
         }
-        ids.push(entry?.0.value().1);
+        first.push(id?);
     }
-    Ok((ids, false))
+    Ok((first, false))
 }
 
 fn read_u64(bytes: &[u8]) -> u64 {
@@ -743,7 +799,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(
             store.meta("schema_version").unwrap().unwrap(),
-            2u64.to_le_bytes()
+            SCHEMA_VERSION.to_le_bytes()
         );
         let again = store.speak(alice, "hello".into(), client).await.unwrap();
         assert!(
@@ -773,6 +829,75 @@ mod tests {
         // How many commits they shared depends on timing; the benchmark reports fsyncs per message.
         assert_eq!(ids.len(), 200);
         assert_eq!(store.message_count().unwrap(), 200);
+        store.close().await;
+    }
+
+    /// Pages of one conversation, read every way, as ids.
+    fn every_page(store: &Store, conversation: Uuid, ids: &[u64]) -> Vec<Vec<u64>> {
+        let page = |after, before, limit| {
+            let page = store
+                .conversation_messages(conversation, after, before, limit)
+                .unwrap();
+            let mut seen: Vec<u64> = page.messages.iter().map(|m| m.id).collect();
+            seen.push(u64::from(page.more));
+            seen
+        };
+        let mut pages = vec![page(None, None, 100), page(None, Some(u64::MAX), 3)];
+        for &id in ids {
+            pages.push(page(Some(id), None, 3));
+            pages.push(page(None, Some(id), 3));
+        }
+        pages
+    }
+
+    #[tokio::test]
+    async fn messages_are_found_the_same_before_and_after_they_are_indexed() {
+        // In tests the writer indexes every 4 messages, so these 23 messages are read with some of each
+        // conversation in the index and some in memory; then after a restart, which indexes the rest from the file.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (alice, bob) = (hash_token("alice"), hash_token("bob"));
+        let (mut alices, mut bobs) = (Vec::new(), Vec::new());
+        for index in 0..23 {
+            let (token, ids) = if index % 3 == 0 {
+                (bob, &mut bobs)
+            } else {
+                (alice, &mut alices)
+            };
+            let appended = store
+                .speak(token, format!("m{index}"), Uuid::new_v4())
+                .await
+                .unwrap();
+            ids.push(appended.message.id);
+            let conversation = appended.message.conversation_id;
+            let all = store
+                .conversation_messages(conversation, None, None, 100)
+                .unwrap();
+            assert_eq!(all.messages.iter().map(|m| m.id).collect::<Vec<_>>(), *ids);
+        }
+        let alice_id = store.conversation_of_token(&alice).unwrap().unwrap().id;
+        let bob_id = store.conversation_of_token(&bob).unwrap().unwrap().id;
+        let before_restart = (
+            every_page(&store, alice_id, &alices),
+            every_page(&store, bob_id, &bobs),
+        );
+        assert_eq!(before_restart.0[0][..alices.len()], alices[..]);
+        store.close().await;
+
+        let store = Store::open(dir.path()).unwrap();
+        let after_restart = (
+            every_page(&store, alice_id, &alices),
+            every_page(&store, bob_id, &bobs),
+        );
+        assert_eq!(after_restart, before_restart);
+        // Deleting one conversation takes all of its messages, indexed or not, and leaves the other whole.
+        store
+            .speak(bob, "late".into(), Uuid::new_v4())
+            .await
+            .unwrap();
+        store.delete_conversation(bob_id).await.unwrap();
+        assert_eq!(store.message_count().unwrap(), alices.len() as u64);
+        assert_eq!(every_page(&store, alice_id, &alices), before_restart.0);
         store.close().await;
     }
 

@@ -9,7 +9,7 @@
 //! the batch touches is decoded and encoded once (`Tables`): with a hundred senders, that is most of the writer's
 //! work per message.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -20,8 +20,9 @@ use uuid::Uuid;
 
 use super::{
     decode, encode, read_u64, Appended, Conversation, Message, Page, Sender, Session, StoreError,
-    StoreStats, TokenHash, CLIENT_IDS, CONVERSATIONS, CONVERSATION_MESSAGES, MAX_BATCH, MESSAGES,
-    META, NEXT_MESSAGE_ID, PUSH_SUBSCRIPTIONS, SESSIONS, VISITOR_TOKENS,
+    StoreStats, TokenHash, CLIENT_IDS, CONVERSATIONS, CONVERSATION_MESSAGES, INDEXED_UP_TO,
+    INDEX_BATCH, MAX_BATCH, MESSAGES, META, NEXT_MESSAGE_ID, PUSH_SUBSCRIPTIONS, SESSIONS,
+    VISITOR_TOKENS,
 };
 use crate::error::ApiError;
 use crate::timestamp;
@@ -118,7 +119,7 @@ pub(super) fn run_writer(file: &StoreFile, mut queue: mpsc::Receiver<Command>, s
         if !batch.is_empty() {
             match file.database().or_else(|_| file.reopen()) {
                 Ok(database) => {
-                    if !commit_batch(&database, &mut batch, stats, &mut recent) {
+                    if !commit_batch(&database, &mut batch, stats, &mut recent, &file.unindexed) {
                         drop(database);
                         // redb refuses all writes after an I/O error until the file is opened again; do that now,
                         // so writing resumes by itself once the cause (a full disk, say) is gone.
@@ -145,6 +146,9 @@ pub(super) struct StoreFile {
     /// `None` while the file is being (or could not be) opened again after a failure.
     pub(super) database: RwLock<Option<Arc<Database>>>,
     pub(super) path: PathBuf,
+    /// (conversation, message id) of the committed messages not yet in `CONVERSATION_MESSAGES` (all have ids above
+    /// the store's `indexed_up_to`). Only the writer changes it, after a commit and before anyone hears of it.
+    pub(super) unindexed: RwLock<BTreeSet<(u128, u64)>>,
 }
 
 impl StoreFile {
@@ -247,6 +251,10 @@ impl Recent {
 struct Learned {
     conversations: HashMap<u128, Option<Conversation>>,
     tokens: Vec<(TokenHash, Option<u128>)>,
+    /// The batch wrote the index entries of every message committed before it (`Tables::index_all`).
+    indexed: bool,
+    /// The batch's messages that have no index entry yet.
+    unindexed: Vec<(u128, u64)>,
 }
 
 /// Applies every job in one transaction and commits once; then, and only then, answers them. Answers whether the
@@ -256,12 +264,13 @@ fn commit_batch(
     batch: &mut Vec<Job>,
     stats: &StoreStats,
     recent: &mut Recent,
+    unindexed: &RwLock<BTreeSet<(u128, u64)>>,
 ) -> bool {
     let result = (|| -> Result<(Vec<Result<Outcome, StoreError>>, Learned), StoreError> {
         let mut transaction = database.begin_write()?;
         transaction.set_durability(Durability::Immediate)?;
         let (outcomes, learned) = {
-            let mut tables = Tables::open(&transaction, recent)?;
+            let mut tables = Tables::open(&transaction, recent, unindexed)?;
             let mut outcomes = Vec::with_capacity(batch.len());
             for job in batch.iter_mut() {
                 let write =
@@ -281,6 +290,15 @@ fn commit_batch(
     })();
     match result {
         Ok((outcomes, learned)) => {
+            {
+                let mut tail = unindexed
+                    .write()
+                    .unwrap_or_else(|poison| poison.into_inner());
+                if learned.indexed {
+                    tail.clear();
+                }
+                tail.extend(learned.unindexed.iter().copied());
+            }
             recent.learn(learned);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats
@@ -302,6 +320,12 @@ fn commit_batch(
 /// id and the conversations it changed, written back once by `finish`.
 struct Tables<'txn, 'r> {
     recent: &'r Recent,
+    /// Committed messages without an index entry (`StoreFile::unindexed`).
+    unindexed: &'r RwLock<BTreeSet<(u128, u64)>>,
+    /// This batch's messages without an index entry.
+    appended: Vec<(u128, u64)>,
+    /// Whether this batch has written the index entries of everything committed before it.
+    indexed: bool,
     meta: Table<'txn, &'static str, &'static [u8]>,
     conversations: Table<'txn, u128, &'static [u8]>,
     messages: Table<'txn, u64, &'static [u8]>,
@@ -324,9 +348,13 @@ impl<'txn, 'r> Tables<'txn, 'r> {
     fn open(
         transaction: &'txn WriteTransaction,
         recent: &'r Recent,
+        unindexed: &'r RwLock<BTreeSet<(u128, u64)>>,
     ) -> Result<Tables<'txn, 'r>, StoreError> {
         Ok(Tables {
             recent,
+            unindexed,
+            appended: Vec::new(),
+            indexed: false,
             meta: transaction.open_table(META)?,
             conversations: transaction.open_table(CONVERSATIONS)?,
             messages: transaction.open_table(MESSAGES)?,
@@ -342,8 +370,41 @@ impl<'txn, 'r> Tables<'txn, 'r> {
         })
     }
 
-    /// Writes back the counter and every changed conversation; answers what the batch has learned.
+    /// Writes the index entries of every message that has none yet, committed or in this batch, and moves the
+    /// store's `indexed_up_to` past them.
+    fn index_all(&mut self) -> Result<(), StoreError> {
+        let earlier: Vec<(u128, u64)> = self
+            .unindexed
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        let mut up_to = None;
+        for &(key, id) in earlier.iter().chain(&self.appended) {
+            self.conversation_messages.insert((key, id), ())?;
+            up_to = up_to.max(Some(id));
+        }
+        if let Some(up_to) = up_to {
+            self.meta
+                .insert(INDEXED_UP_TO, up_to.to_le_bytes().as_slice())?;
+        }
+        self.appended.clear();
+        self.indexed = true;
+        Ok(())
+    }
+
+    /// Writes back the counter and every changed conversation, and the index once enough of it waits; answers what
+    /// the batch has learned.
     fn finish(&mut self) -> Result<Learned, StoreError> {
+        let waiting = self
+            .unindexed
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .len();
+        if !self.indexed && waiting + self.appended.len() >= INDEX_BATCH {
+            self.index_all()?;
+        }
         if let Some(next) = self.next_message_id {
             self.meta
                 .insert(NEXT_MESSAGE_ID, next.to_le_bytes().as_slice())?;
@@ -357,6 +418,8 @@ impl<'txn, 'r> Tables<'txn, 'r> {
         Ok(Learned {
             conversations: std::mem::take(&mut self.touched),
             tokens: std::mem::take(&mut self.tokens),
+            indexed: self.indexed,
+            unindexed: std::mem::take(&mut self.appended),
         })
     }
 
@@ -509,7 +572,8 @@ impl<'txn, 'r> Tables<'txn, 'r> {
         serde_json::to_writer(&mut encoded, &message).expect("a message always serializes");
         let message_json = String::from_utf8(encoded).expect("serde_json writes UTF-8");
         self.messages.insert(id, message_json.as_bytes())?;
-        self.conversation_messages.insert((key, id), ())?;
+        // Its index entry waits for `index_all`, which writes many at once (see `INDEX_BATCH`).
+        self.appended.push((key, id));
         conversation.last_message_id = Some(id);
         conversation.updated_at = now;
         match sender {
@@ -537,6 +601,8 @@ impl<'txn, 'r> Tables<'txn, 'r> {
         let Some(conversation) = self.conversation(key)? else {
             return Ok(Outcome::Conversation(None));
         };
+        // Every message of the conversation in the index first, so the range below finds them all.
+        self.index_all()?;
         let ids: Vec<u64> = self
             .conversation_messages
             .range((key, 0)..=(key, u64::MAX))?
