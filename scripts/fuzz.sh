@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target for SECONDS each (default 20): the command decoder, the origin matcher, the session
+# Runs every cargo-fuzz target for SECONDS each (default 20): the WebSocket frame reader, the command decoder, the
+# origin matcher, the session
 # cookie parser and the push-subscription validator. Installs cargo-fuzz when missing. cargo-fuzz needs nightly
 # features; RUSTC_BOOTSTRAP=1 lets the stable toolchain (the only one here) provide them.
 set -euo pipefail

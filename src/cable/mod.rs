@@ -34,7 +34,7 @@ use crate::protocol;
 use crate::store::hash_token;
 use crate::throttle::ConnectionSlot;
 
-mod frame_reader;
+pub mod frame_reader;
 
 use frame_reader::{Frame as ClientFrame, FrameError, FrameReader};
 
