@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target for SECONDS each (default 20): the WebSocket frame reader, the command decoder, the
-# origin matcher, the session
-# cookie parser and the push-subscription validator. Installs cargo-fuzz when missing. cargo-fuzz needs nightly
-# features; RUSTC_BOOTSTRAP=1 lets the stable toolchain (the only one here) provide them.
+# origin matcher, the session cookie parser and the push-subscription validator. Installs cargo-fuzz when missing.
+# cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP=1 lets the stable toolchain (the only one here) provide them.
 set -euo pipefail
 seconds="${1:-20}"
 cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
