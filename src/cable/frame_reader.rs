@@ -15,8 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// Bytes kept inline. A `speak` of a few hundred characters fits, and so does the ActionCable handshake traffic.
 const INLINE: usize = 512;
 
-/// The longest frame header: 2 bytes, an 8-byte length and the 4-byte mask.
-const MAX_HEADER: usize = 14;
+/// The longest frame header (2 bytes, an 8-byte length and the 4-byte mask) must fit inline.
+const _: () = assert!(14 <= INLINE);
 
 /// One frame from the client, its payload unmasked.
 #[derive(Debug, PartialEq, Eq)]
@@ -154,7 +154,7 @@ impl FrameReader {
         stream: &mut R,
         wanted: usize,
     ) -> Result<(), FrameError> {
-        debug_assert!(wanted <= INLINE && MAX_HEADER <= INLINE);
+        debug_assert!(wanted <= INLINE);
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
         }

@@ -226,31 +226,28 @@ const RECENT_LIMIT: usize = 4096;
 
 impl Recent {
     fn learn(&mut self, learned: Learned) {
-        if self.conversations.len() + learned.conversations.len() > RECENT_LIMIT {
-            self.conversations.clear();
-        }
-        for (key, conversation) in learned.conversations {
-            match conversation {
-                Some(conversation) => self.conversations.insert(key, conversation),
-                None => self.conversations.remove(&key),
-            };
-        }
-        if self.tokens.len() + learned.tokens.len() > RECENT_LIMIT {
-            self.tokens.clear();
-        }
-        for (token_hash, id) in learned.tokens {
-            match id {
-                Some(id) => self.tokens.insert(token_hash, id),
-                None => self.tokens.remove(&token_hash),
-            };
-        }
+        remember(&mut self.conversations, learned.conversations);
+        remember(&mut self.tokens, learned.tokens);
+    }
+}
+
+/// Takes a batch's committed values into `known` (`None`: gone), starting over when it would grow past the limit.
+fn remember<K: std::hash::Hash + Eq, V>(known: &mut HashMap<K, V>, learned: HashMap<K, Option<V>>) {
+    if known.len() + learned.len() > RECENT_LIMIT {
+        known.clear();
+    }
+    for (key, value) in learned {
+        match value {
+            Some(value) => known.insert(key, value),
+            None => known.remove(&key),
+        };
     }
 }
 
 /// What one batch read and wrote, for `Recent` once it has committed (`None`: deleted).
 struct Learned {
     conversations: HashMap<u128, Option<Conversation>>,
-    tokens: Vec<(TokenHash, Option<u128>)>,
+    tokens: HashMap<TokenHash, Option<u128>>,
     /// The batch wrote the index entries of every message committed before it (`Tables::index_all`).
     indexed: bool,
     /// The batch's messages that have no index entry yet.
@@ -340,8 +337,8 @@ struct Tables<'txn, 'r> {
     touched: HashMap<u128, Option<Conversation>>,
     /// Which of `touched` must be written back.
     dirty: HashSet<u128>,
-    /// Tokens looked up, added or removed in this batch.
-    tokens: Vec<(TokenHash, Option<u128>)>,
+    /// Tokens looked up, added or removed in this batch (the latest wins); `None` marks one removed.
+    tokens: HashMap<TokenHash, Option<u128>>,
 }
 
 impl<'txn, 'r> Tables<'txn, 'r> {
@@ -366,7 +363,7 @@ impl<'txn, 'r> Tables<'txn, 'r> {
             next_message_id: None,
             touched: HashMap::new(),
             dirty: HashSet::new(),
-            tokens: Vec::new(),
+            tokens: HashMap::new(),
         })
     }
 
@@ -622,7 +619,7 @@ impl<'txn, 'r> Tables<'txn, 'r> {
         }
         if let Some(hash) = conversation.token_hash() {
             self.visitor_tokens.remove(hash.as_slice())?;
-            self.tokens.push((hash, None));
+            self.tokens.insert(hash, None);
         }
         self.conversations.remove(key)?;
         self.touched.insert(key, None);
@@ -652,11 +649,10 @@ impl<'txn, 'r> Tables<'txn, 'r> {
     ) -> Result<Option<Conversation>, StoreError> {
         let known = self
             .tokens
-            .iter()
-            .rev()
-            .find(|(hash, _)| hash == token_hash)
-            .map(|(_, id)| *id);
-        let id = match known.or_else(|| self.recent.tokens.get(token_hash).map(|id| Some(*id))) {
+            .get(token_hash)
+            .copied()
+            .or_else(|| self.recent.tokens.get(token_hash).map(|id| Some(*id)));
+        let id = match known {
             Some(id) => id,
             None => {
                 let id = self
@@ -664,7 +660,7 @@ impl<'txn, 'r> Tables<'txn, 'r> {
                     .get(token_hash.as_slice())?
                     .map(|value| value.value());
                 if let Some(id) = id {
-                    self.tokens.push((*token_hash, Some(id)));
+                    self.tokens.insert(*token_hash, Some(id));
                 }
                 id
             }
@@ -696,7 +692,7 @@ impl<'txn, 'r> Tables<'txn, 'r> {
         self.visitor_tokens
             .insert(token_hash.as_slice(), conversation.id.as_u128())?;
         self.tokens
-            .push((*token_hash, Some(conversation.id.as_u128())));
+            .insert(*token_hash, Some(conversation.id.as_u128()));
         self.save(conversation.clone());
         Ok(conversation)
     }

@@ -6,6 +6,24 @@ use serde_json::json;
 
 use crate::helpers::*;
 
+/// Writes one frame exactly as given (the client masks it unless told not to).
+async fn send_frame(
+    client: &mut Client,
+    fin: bool,
+    opcode: OpCode,
+    payload: &[u8],
+) -> Result<(), fastwebsockets::WebSocketError> {
+    client
+        .socket
+        .write_frame(Frame::new(
+            fin,
+            opcode,
+            None,
+            Payload::Owned(payload.to_vec()),
+        ))
+        .await
+}
+
 #[tokio::test]
 async fn malformed_commands_get_errors_and_the_connection_keeps_working() {
     let app = spawn_app().await;
@@ -67,34 +85,18 @@ async fn a_message_larger_than_the_limit_closes_with_1009_and_others_are_unaffec
 async fn binary_frames_and_endless_fragments_are_closed() {
     let app = spawn_app().await;
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
-    visitor
-        .socket
-        .write_frame(Frame::binary(Payload::Owned(vec![1, 2, 3])))
+    send_frame(&mut visitor, true, OpCode::Binary, &[1, 2, 3])
         .await
         .unwrap();
     assert_eq!(visitor.closed().await.0, Some(1003));
 
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
-    visitor
-        .socket
-        .write_frame(Frame::new(
-            false,
-            OpCode::Text,
-            None,
-            Payload::Owned(b"[".to_vec()),
-        ))
+    send_frame(&mut visitor, false, OpCode::Text, b"[")
         .await
         .unwrap();
     let chunk = vec![b' '; 16 * 1024];
     for _ in 0..16 {
-        if visitor
-            .socket
-            .write_frame(Frame::new(
-                false,
-                OpCode::Continuation,
-                None,
-                Payload::Owned(chunk.clone()),
-            ))
+        if send_frame(&mut visitor, false, OpCode::Continuation, &chunk)
             .await
             .is_err()
         {
@@ -148,14 +150,7 @@ async fn a_thousand_duplicate_subscribes_are_each_confirmed_and_register_once() 
 async fn invalid_utf8_closes_with_1007() {
     let app = spawn_app().await;
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
-    visitor
-        .socket
-        .write_frame(Frame::new(
-            true,
-            OpCode::Text,
-            None,
-            Payload::Owned(vec![0x7b, 0xff, 0xfe, 0x7d]),
-        ))
+    send_frame(&mut visitor, true, OpCode::Text, &[0x7b, 0xff, 0xfe, 0x7d])
         .await
         .unwrap();
     assert_eq!(visitor.closed().await.0, Some(1007));
@@ -167,9 +162,7 @@ async fn an_unmasked_client_frame_closes_with_1002() {
     let app = spawn_app().await;
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
     visitor.socket.set_auto_apply_mask(false);
-    visitor
-        .socket
-        .write_frame(Frame::text(Payload::Owned(br#"{"command":"x"}"#.to_vec())))
+    send_frame(&mut visitor, true, OpCode::Text, br#"{"command":"x"}"#)
         .await
         .unwrap();
     assert_eq!(visitor.closed().await.0, Some(1002));
@@ -179,14 +172,7 @@ async fn an_unmasked_client_frame_closes_with_1002() {
 async fn a_ping_gets_its_pong_and_a_close_gets_its_code_back() {
     let app = spawn_app().await;
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
-    visitor
-        .socket
-        .write_frame(Frame::new(
-            true,
-            OpCode::Ping,
-            None,
-            Payload::Owned(b"are you there".to_vec()),
-        ))
+    send_frame(&mut visitor, true, OpCode::Ping, b"are you there")
         .await
         .unwrap();
     let pong = loop {

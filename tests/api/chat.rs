@@ -187,12 +187,7 @@ async fn sync_after_a_restart_returns_exactly_what_was_missed() {
     {
         let mut visitor = subscribed_visitor(&app, &token).await;
         for index in 0..5 {
-            visitor
-                .perform(
-                    VISITOR_CHANNEL,
-                    json!({"action": "speak", "content": format!("m{index}"), "client_id": uuid()}),
-                )
-                .await;
+            visitor.speak(format!("m{index}"), uuid()).await;
             ids.push(
                 visitor.event("message").await["message"]["id"]
                     .as_u64()
@@ -444,12 +439,7 @@ async fn messages_page_backwards_through_the_rest_api() {
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
     let mut ids = Vec::new();
     for index in 0..7 {
-        visitor
-            .perform(
-                VISITOR_CHANNEL,
-                json!({"action": "speak", "content": format!("m{index}"), "client_id": uuid()}),
-            )
-            .await;
+        visitor.speak(format!("m{index}"), uuid()).await;
         ids.push(visitor.event("message").await["message"].clone());
     }
     let conversation_id = ids[0]["conversation_id"].as_str().unwrap();

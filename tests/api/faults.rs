@@ -65,7 +65,7 @@ async fn a_full_disk_refuses_messages_clearly_and_writing_resumes_when_space_ret
     let mut visitor = subscribed_visitor(&app, &token).await;
     let mut acknowledged = Vec::new();
     for index in 0..3 {
-        visitor.perform(VISITOR_CHANNEL, json!({"action": "speak", "content": format!("before {index}"), "client_id": uuid()})).await;
+        visitor.speak(format!("before {index}"), uuid()).await;
         acknowledged.push(
             visitor.event("message").await["message"]["id"]
                 .as_u64()

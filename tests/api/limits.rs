@@ -13,12 +13,7 @@ async fn a_visitor_sending_too_fast_is_throttled_with_a_clear_error() {
     let app = spawn_app_with(|config| config.limits.messages_per_minute = 3).await;
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
     for index in 0..3 {
-        visitor
-            .perform(
-                VISITOR_CHANNEL,
-                json!({"action": "speak", "content": format!("m{index}"), "client_id": uuid()}),
-            )
-            .await;
+        visitor.speak(format!("m{index}"), uuid()).await;
         visitor.event("message").await;
     }
     let client_id = uuid();

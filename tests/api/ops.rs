@@ -403,9 +403,7 @@ async fn a_backup_taken_while_a_visitor_writes_restores_every_acknowledged_messa
                 if stopped.try_recv().is_ok() {
                     return (conversation_id, count);
                 }
-                visitor
-                    .perform(VISITOR_CHANNEL, json!({"action": "speak", "content": format!("message {count}"), "client_id": uuid()}))
-                    .await;
+                visitor.speak(format!("message {count}"), uuid()).await;
                 let echoed = visitor.event("message").await;
                 conversation_id = echoed["message"]["conversation_id"]
                     .as_str()

@@ -849,12 +849,7 @@ async fn push_latency_from_a_visitor_message_to_the_request_leaving_natter() {
     let mut to_echo = Vec::with_capacity(rounds);
     for index in 0..rounds {
         let sent = Instant::now();
-        visitor
-            .perform(
-                VISITOR_CHANNEL,
-                json!({"action": "speak", "content": format!("m{index}"), "client_id": uuid()}),
-            )
-            .await;
+        visitor.speak(format!("m{index}"), uuid()).await;
         visitor.event("message").await;
         to_echo.push(sent.elapsed());
         let recorded = fake.wait_for(index + 2).await;

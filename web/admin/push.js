@@ -1,20 +1,10 @@
 // Web Push for the owner: permission, subscription with the server's VAPID key, and telling the server about it.
 
 import { api } from "./api.js";
+import { subscribe } from "../push-subscribe.js";
 
 export function pushSupported() {
   return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
-}
-
-function keyBytes(base64url) {
-  const base64 = base64url.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(base64url.length / 4) * 4, "=");
-  return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-}
-
-function sameKey(a, b) {
-  if (!a || !b) return false;
-  const x = new Uint8Array(a);
-  return x.length === b.length && x.every((v, i) => v === b[i]);
 }
 
 // "on" when this browser holds a subscription, "off" when it could have one, "denied" or "unsupported" otherwise.
@@ -31,13 +21,7 @@ export async function enablePush(registration) {
   const permission = await Notification.requestPermission();
   if (permission !== "granted") throw new Error("Notifications are blocked for this site.");
   const { key } = await api("/push/key");
-  const applicationServerKey = keyBytes(key);
-  let sub = await registration.pushManager.getSubscription();
-  if (sub && !sameKey(sub.options && sub.options.applicationServerKey, applicationServerKey)) {
-    await sub.unsubscribe();
-    sub = null;
-  }
-  if (!sub) sub = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey });
+  const sub = await subscribe(registration, key);
   await api("/push_subscriptions", { method: "POST", body: sub.toJSON() });
   return sub;
 }

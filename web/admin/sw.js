@@ -14,6 +14,7 @@ const SHELL = [
   "/admin/list.js",
   "/admin/thread.js",
   "/admin/push.js",
+  "/push-subscribe.js",
   "/admin/sound.js",
   "/admin/icon.svg",
   "/admin/icon-maskable.svg",

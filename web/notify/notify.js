@@ -2,6 +2,8 @@
 // register no service worker, so it opens this natter-origin page (`/notify/index.html#token=<visitor token>`) in a
 // small window. The token travels in the fragment, which no server or log sees, and leaves the address bar at once.
 
+import { subscribe } from "../push-subscribe.js";
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
 if (location.hash) history.replaceState(null, "", location.pathname);
@@ -11,16 +13,6 @@ const disable = document.getElementById("disable");
 const status = document.getElementById("status");
 const say = (text) => { status.textContent = text; };
 
-function keyBytes(base64url) {
-  const base64 = base64url.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(base64url.length / 4) * 4, "=");
-  return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-}
-
-function sameKey(a, b) {
-  if (!a || !b) return false;
-  const x = new Uint8Array(a);
-  return x.length === b.length && x.every((v, i) => v === b[i]);
-}
 
 async function call(method, body) {
   const res = await fetch("/push_subscriptions", {
@@ -48,14 +40,7 @@ async function turnOn() {
     if (permission !== "granted") throw new Error("Notifications are blocked for this site in your browser.");
     const keyResponse = await fetch("/push/key", { credentials: "omit" });
     if (!keyResponse.ok) throw new Error("This chat does not send notifications.");
-    const applicationServerKey = keyBytes((await keyResponse.json()).key);
-    const reg = await registration();
-    let sub = await reg.pushManager.getSubscription();
-    if (sub && !sameKey(sub.options && sub.options.applicationServerKey, applicationServerKey)) {
-      await sub.unsubscribe(); // made for another key: the push service would refuse natter's pushes
-      sub = null;
-    }
-    if (!sub) sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey });
+    const sub = await subscribe(await registration(), (await keyResponse.json()).key);
     await call("POST", { subscription: sub.toJSON() });
     say("Done: you will get a notification when they answer. You can close this window.");
     disable.hidden = false;
