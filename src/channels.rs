@@ -379,12 +379,10 @@ impl Connection {
                 conversation_id,
                 typing,
             } => {
-                if let Some(token_hash) = visitor_of(&app, conversation_id)? {
-                    hub.to_visitor(
-                        &token_hash,
-                        &event(json!({ "type": "typing", "typing": typing })),
-                    );
-                }
+                hub.to_visitor(
+                    &visitor_of(&app, conversation_id)?,
+                    &event(json!({ "type": "typing", "typing": typing })),
+                );
             }
             AdminAction::Read {
                 conversation_id,
@@ -395,12 +393,10 @@ impl Connection {
                     .await
                     .map_err(no_id)?
                     .ok_or_else(|| (ApiError::not_found("no such conversation"), None))?;
-                if let Some(token_hash) = conversation.token_hash() {
-                    hub.to_visitor(
-                        &token_hash,
-                        &event(json!({ "type": "read", "up_to": up_to })),
-                    );
-                }
+                hub.to_visitor(
+                    &conversation.token_hash,
+                    &event(json!({ "type": "read", "up_to": up_to })),
+                );
                 hub.to_admins(&conversation_event(&app, &conversation));
             }
         }
@@ -426,21 +422,25 @@ impl Connection {
             crate::store::Sender::Admin => &self.app.counters.messages_admin,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        if let Some(token_hash) = appended.conversation.token_hash() {
-            self.app.hub.to_visitor(
-                &token_hash,
-                &Arc::from(message_event(&appended.message_json, None)),
-            );
-        }
+        self.app.hub.to_visitor(
+            &appended.conversation.token_hash,
+            &Arc::from(message_event(&appended.message_json, None)),
+        );
         self.app.hub.to_admins(&Arc::from(message_event(
             &appended.message_json,
             Some(message.conversation_id),
         )));
-        self.app.hub.to_admins(&conversation_event_of(summary_with(
-            &self.app,
-            &appended.conversation,
-            Some(Cow::Borrowed(message)),
-        )));
+        // A visitor's next message changes only what the dashboard works out from the message itself (the last
+        // message, `updated_at`, one more unread), so it gets no summary: with many visitors talking, that halves
+        // what every admin socket carries. A new conversation, and an owner's reply (which zeroes the unread count),
+        // come with one.
+        if appended.created || message.sender == crate::store::Sender::Admin {
+            self.app.hub.to_admins(&conversation_event_of(summary_with(
+                &self.app,
+                &appended.conversation,
+                Some(Cow::Borrowed(message)),
+            )));
+        }
         crate::push::message_stored(&self.app, &appended.conversation, message);
     }
 
@@ -483,16 +483,13 @@ fn throttled(what: &str, wait: std::time::Duration) -> ApiError {
     ))
 }
 
-fn visitor_of(
-    app: &App,
-    conversation_id: Uuid,
-) -> Result<Option<TokenHash>, (ApiError, Option<Uuid>)> {
+fn visitor_of(app: &App, conversation_id: Uuid) -> Result<TokenHash, (ApiError, Option<Uuid>)> {
     let conversation = app
         .store
         .conversation(conversation_id)
         .map_err(no_id)?
         .ok_or_else(|| (ApiError::not_found("no such conversation"), None))?;
-    Ok(conversation.token_hash())
+    Ok(conversation.token_hash)
 }
 
 /// What the visitor sees of their own conversation.
@@ -573,9 +570,7 @@ fn summary_with<'a>(
         last_message,
         created_at: timestamp::rfc3339(conversation.created_at),
         updated_at: timestamp::rfc3339(conversation.updated_at),
-        online: conversation
-            .token_hash()
-            .is_some_and(|hash| app.hub.visitor_online(&hash)),
+        online: app.hub.visitor_online(&conversation.token_hash),
         page: &conversation.page,
         visitor_read_up_to: conversation.visitor_read_up_to,
     }

@@ -231,10 +231,10 @@ async fn delete_conversation(app: &Arc<App>, id: Uuid) -> Result<Response<Body>,
         .delete_conversation(id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such conversation"))?;
-    if let Some(token_hash) = conversation.token_hash() {
-        app.hub
-            .to_visitor(&token_hash, &event(json!({ "type": "deleted" })));
-    }
+    app.hub.to_visitor(
+        &conversation.token_hash,
+        &event(json!({ "type": "deleted" })),
+    );
     app.hub
         .to_admins(&event(json!({ "type": "deleted", "conversation_id": id })));
     Ok(Response::builder()

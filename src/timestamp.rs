@@ -12,18 +12,36 @@ pub fn now_millis() -> i64 {
 }
 
 /// `2026-11-27T20:04:14.123Z`. Uses the civil-from-days algorithm (Howard Hinnant's), so no date crate is needed.
+/// Written digit by digit: every message and summary carries one or two of these.
 pub fn rfc3339(millis: i64) -> String {
     let seconds = millis.div_euclid(1000);
-    let milli = millis.rem_euclid(1000);
     let days = seconds.div_euclid(86_400);
     let second_of_day = seconds.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        second_of_day / 3600,
-        second_of_day % 3600 / 60,
-        second_of_day % 60
-    )
+    if !(0..=9999).contains(&year) {
+        return format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            second_of_day / 3600,
+            second_of_day % 3600 / 60,
+            second_of_day % 60,
+            millis.rem_euclid(1000)
+        );
+    }
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: i64| {
+        for place in (at..at + width).rev() {
+            text[place] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, second_of_day / 3600);
+    put(14, 2, second_of_day % 3600 / 60);
+    put(17, 2, second_of_day % 60);
+    put(20, 3, millis.rem_euclid(1000));
+    String::from_utf8(text.to_vec()).expect("digits and separators are ASCII")
 }
 
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
@@ -54,5 +72,6 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_007), "2000-02-29T00:00:00.007Z");
         assert_eq!(rfc3339(1_795_810_454_123), "2026-11-27T20:14:14.123Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
     }
 }

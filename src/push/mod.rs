@@ -157,12 +157,10 @@ pub fn message_stored(app: &App, conversation: &Conversation, message: &Message)
             }
             Audience::Owner
         }
-        Sender::Admin => match conversation.token_hash() {
-            Some(token_hash) if !app.hub.visitor_online(&token_hash) => {
-                Audience::Visitor(conversation.id)
-            }
-            _ => return,
-        },
+        Sender::Admin if !app.hub.visitor_online(&conversation.token_hash) => {
+            Audience::Visitor(conversation.id)
+        }
+        Sender::Admin => return,
     };
     if !app.push.cooled_down(
         conversation.id,

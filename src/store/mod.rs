@@ -106,8 +106,9 @@ pub struct Page {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conversation {
     pub id: Uuid,
-    /// Hex SHA-256 of the visitor token, so a reply can find the visitor's sockets.
-    pub token_hash: String,
+    /// SHA-256 of the visitor token, so a reply can find the visitor's sockets (stored as hex).
+    #[serde(with = "hex_hash")]
+    pub token_hash: TokenHash,
     pub visitor_name: Option<String>,
     pub email: Option<String>,
     /// Visitor messages the admin has not read.
@@ -122,18 +123,38 @@ pub struct Conversation {
     pub visitor_read_up_to: u64,
 }
 
-impl Conversation {
-    pub fn token_hash(&self) -> Option<TokenHash> {
+/// A token hash as the conversation record stores it: 64 lowercase hex digits.
+mod hex_hash {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    use super::TokenHash;
+
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+    pub fn serialize<S: Serializer>(hash: &TokenHash, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut text = [0u8; 64];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(hash) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        serializer.serialize_str(std::str::from_utf8(&text).expect("hex digits are ASCII"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<TokenHash, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         let mut hash = [0u8; 32];
-        let bytes = self.token_hash.as_bytes();
-        if bytes.len() != 64 {
-            return None;
+        let pairs = text.as_bytes().chunks_exact(2);
+        if text.len() != 64 {
+            return Err(D::Error::custom("a token hash is 64 hex digits"));
         }
-        for (index, pair) in bytes.chunks(2).enumerate() {
-            let text = std::str::from_utf8(pair).ok()?;
-            hash[index] = u8::from_str_radix(text, 16).ok()?;
+        for (byte, pair) in hash.iter_mut().zip(pairs) {
+            let digit = |c: u8| (c as char).to_digit(16);
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(high), Some(low)) => *byte = (high * 16 + low) as u8,
+                _ => return Err(D::Error::custom("a token hash is 64 hex digits")),
+            }
         }
-        Some(hash)
+        Ok(hash)
     }
 }
 

@@ -339,6 +339,10 @@ struct Tables<'txn, 'r> {
     dirty: HashSet<u128>,
     /// Tokens looked up, added or removed in this batch (the latest wins); `None` marks one removed.
     tokens: HashMap<TokenHash, Option<u128>>,
+    /// The batch's moment (milliseconds since the epoch), and as a message shows it: what it stores happens at once,
+    /// and the clock is read and formatted once, not per message.
+    now: i64,
+    now_text: String,
 }
 
 impl<'txn, 'r> Tables<'txn, 'r> {
@@ -347,6 +351,7 @@ impl<'txn, 'r> Tables<'txn, 'r> {
         recent: &'r Recent,
         unindexed: &'r RwLock<BTreeSet<(u128, u64)>>,
     ) -> Result<Tables<'txn, 'r>, StoreError> {
+        let now = timestamp::now_millis();
         Ok(Tables {
             recent,
             unindexed,
@@ -364,6 +369,8 @@ impl<'txn, 'r> Tables<'txn, 'r> {
             touched: HashMap::new(),
             dirty: HashSet::new(),
             tokens: HashMap::new(),
+            now,
+            now_text: timestamp::rfc3339(now),
         })
     }
 
@@ -456,7 +463,7 @@ impl<'txn, 'r> Tables<'txn, 'r> {
                 };
                 conversation.visitor_name = Some(name).filter(|name| !name.is_empty());
                 conversation.email = email;
-                conversation.updated_at = timestamp::now_millis();
+                conversation.updated_at = self.now;
                 self.save(conversation.clone());
                 Ok(Outcome::Conversation(Some(Box::new(conversation))))
             }
@@ -490,7 +497,7 @@ impl<'txn, 'r> Tables<'txn, 'r> {
                 Ok(Outcome::Done)
             }
             Write::DeleteSessionsOf { username } => {
-                let now = timestamp::now_millis();
+                let now = self.now;
                 self.sessions.retain(|_, value| {
                     serde_json::from_slice::<Session>(value).is_ok_and(|session| {
                         session.username != username && session.expires_at > now
@@ -555,13 +562,13 @@ impl<'txn, 'r> Tables<'txn, 'r> {
             }
         }
         self.next_message_id = Some(id + 1);
-        let now = timestamp::now_millis();
+        let now = self.now;
         let message = Message {
             id,
             conversation_id: conversation.id,
             sender,
             content,
-            created_at: timestamp::rfc3339(now),
+            created_at: self.now_text.clone(),
             client_id: Some(client_id),
         };
         // Sized for the whole message at once (the fields around the content take under 200 bytes).
@@ -617,10 +624,9 @@ impl<'txn, 'r> Tables<'txn, 'r> {
         for client_id in client_ids {
             self.client_ids.remove((client_id, key))?;
         }
-        if let Some(hash) = conversation.token_hash() {
-            self.visitor_tokens.remove(hash.as_slice())?;
-            self.tokens.insert(hash, None);
-        }
+        let hash = conversation.token_hash;
+        self.visitor_tokens.remove(hash.as_slice())?;
+        self.tokens.insert(hash, None);
         self.conversations.remove(key)?;
         self.touched.insert(key, None);
         Ok(Outcome::Conversation(Some(Box::new(conversation))))
@@ -672,13 +678,10 @@ impl<'txn, 'r> Tables<'txn, 'r> {
     }
 
     fn new_conversation(&mut self, token_hash: &TokenHash) -> Result<Conversation, StoreError> {
-        let now = timestamp::now_millis();
+        let now = self.now;
         let conversation = Conversation {
             id: Uuid::new_v4(),
-            token_hash: token_hash
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect(),
+            token_hash: *token_hash,
             visitor_name: None,
             email: None,
             unread_count: 0,
