@@ -39,7 +39,7 @@ pub enum Outbound {
     Subscribed(Channel, Arc<str>),
     Unsubscribed(Channel),
     /// A control frame the protocol obliges us to send (pong, close echo).
-    Control(fastwebsockets::OpCode, Vec<u8>),
+    Control(crate::cable::frame_writer::Kind, Vec<u8>),
     /// Close the socket with this code and reason, after sending a `disconnect` message when `disconnect` is set.
     Close {
         code: u16,

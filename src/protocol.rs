@@ -351,13 +351,20 @@ pub fn disconnect(reason: &str, reconnect: bool) -> String {
 /// `event` is the event's JSON. Built by concatenation, because one event fans out to many sockets with different
 /// identifiers and is encoded only once.
 pub fn channel_message(identifier_json: &str, event: &str) -> String {
-    let mut frame = String::with_capacity(identifier_json.len() + event.len() + 26);
-    frame.push_str(r#"{"identifier":"#);
-    frame.push_str(identifier_json);
-    frame.push_str(r#","message":"#);
+    let mut frame = channel_message_prefix(identifier_json);
+    frame.reserve_exact(event.len() + 1);
     frame.push_str(event);
     frame.push('}');
     frame
+}
+
+/// A channel message up to its event: what a socket puts before every event of that channel.
+pub fn channel_message_prefix(identifier_json: &str) -> String {
+    let mut prefix = String::with_capacity(identifier_json.len() + 26);
+    prefix.push_str(r#"{"identifier":"#);
+    prefix.push_str(identifier_json);
+    prefix.push_str(r#","message":"#);
+    prefix
 }
 
 /// An `error` event for a channel, or a top-level `error` frame when the command named no usable channel.

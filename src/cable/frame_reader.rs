@@ -8,7 +8,7 @@
 //!
 //! Reading the frames ourselves also lets natter enforce what fastwebsockets leaves out: a client frame must be
 //! masked, the reserved bits must be zero, and a message's size is checked from the header before its payload is
-//! read. Writing stays with fastwebsockets.
+//! read. Writing is `frame_writer`'s.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 

@@ -6,7 +6,7 @@
 //!
 //! Each socket runs two tasks. Reading a frame is not cancel-safe (it may stop between a header and its payload), so
 //! it never sits in a `select!` loop: the reader task reads frames (`frame_reader`, natter's own, small) and handles
-//! commands, and the writer task owns fastwebsockets' write half and `select!`s over its outbound queue, the 3-second
+//! commands, and the writer task owns the write half (`frame_writer`) and `select!`s over its outbound queue, the 3-second
 //! ping, a kick from the hub, and shutdown. The two are joined by one `select!` that ends the socket when either ends;
 //! dropping the reader there is fine, as the socket is being closed anyway.
 
@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketWrite};
 use http::{HeaderMap, Response};
 use http_body_util::Full;
 use hyper::upgrade::Upgraded;
@@ -35,8 +34,10 @@ use crate::store::hash_token;
 use crate::throttle::ConnectionSlot;
 
 pub mod frame_reader;
+pub mod frame_writer;
 
 use frame_reader::{Frame as ClientFrame, FrameError, FrameReader};
+use frame_writer::{FrameWriter, Kind};
 
 pub const SUBPROTOCOL: &str = "actioncable-v1-json";
 
@@ -69,7 +70,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
 
-type Writer = WebSocketWrite<BufWriter<WriteHalf<TokioIo<Upgraded>>>>;
+type Writer = FrameWriter<BufWriter<WriteHalf<TokioIo<Upgraded>>>>;
 pub type Body = Full<Bytes>;
 
 /// Who asked for the socket, decided from the request before upgrading.
@@ -237,19 +238,14 @@ async fn serve(
     ip: IpAddr,
     _slot: ConnectionSlot,
 ) {
-    // The read half is natter's own (`FrameReader`); fastwebsockets writes.
+    // Both halves are natter's own: `FrameReader` reads and `FrameWriter` writes.
     let (mut read_stream, write_stream) = tokio::io::split(socket.into_inner());
     let buffer = if matches!(caller, Caller::Admin(_)) {
         ADMIN_WRITE_BUFFER
     } else {
         VISITOR_WRITE_BUFFER
     };
-    // fastwebsockets makes a write half only as one of a pair; its read half (with its 8 KiB buffer) goes at once.
-    let (_, writer) = fastwebsockets::after_handshake_split(
-        tokio::io::empty(),
-        BufWriter::with_capacity(buffer, write_stream),
-        fastwebsockets::Role::Server,
-    );
+    let writer = FrameWriter::new(BufWriter::with_capacity(buffer, write_stream));
     let (identity, capacity, counter) = match caller {
         Caller::Visitor(identity) => (identity, VISITOR_QUEUE, &app.hub.open_visitor_sockets),
         Caller::Admin(identity) => (identity, ADMIN_QUEUE, &app.hub.open_admin_sockets),
@@ -403,7 +399,7 @@ async fn read_loop(
             }
             ClientFrame::Binary => return Some((1003, "binary_not_supported")),
             ClientFrame::Ping(payload) => {
-                let pong = Outbound::Control(OpCode::Pong, payload.to_vec());
+                let pong = Outbound::Control(Kind::Pong, payload.to_vec());
                 if queue.send(pong).await.is_err() {
                     return None;
                 }
@@ -437,7 +433,7 @@ async fn close_reply(
             code.to_be_bytes().to_vec()
         }
     };
-    let _ = queue.send(Outbound::Control(OpCode::Close, reply)).await;
+    let _ = queue.send(Outbound::Control(Kind::Close, reply)).await;
     None
 }
 
@@ -452,8 +448,8 @@ async fn write_loop(
 ) {
     let mut sink = Sink {
         writer,
-        visitor_identifier: None,
-        admin_identifier: None,
+        visitor_prefix: None,
+        admin_prefix: None,
     };
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
@@ -497,7 +493,7 @@ async fn write_loop(
                 if yielded
                     || !open
                     || drained >= MAX_FRAMES_PER_FLUSH
-                    || sink.admin_identifier.is_none()
+                    || sink.admin_prefix.is_none()
                 {
                     break;
                 }
@@ -505,7 +501,7 @@ async fn write_loop(
                 tokio::task::yield_now().await;
             }
             sink.writer.flush().await?;
-            Ok::<bool, WebSocketError>(open)
+            Ok::<bool, std::io::Error>(open)
         })
         .await;
         if !matches!(sent, Ok(Ok(true))) {
@@ -514,49 +510,45 @@ async fn write_loop(
     }
 }
 
-/// The buffered write half with the identifiers this socket's events are wrapped in.
+/// The buffered write half, with the start of this socket's channel messages (`{"identifier":...,"message":`).
 struct Sink {
     writer: Writer,
-    visitor_identifier: Option<Arc<str>>,
-    admin_identifier: Option<Arc<str>>,
+    visitor_prefix: Option<Box<str>>,
+    admin_prefix: Option<Box<str>>,
 }
 
 impl Sink {
     /// Writes one outbound item into the buffer; answers whether the socket stays open (a close ends it).
-    async fn put(&mut self, outbound: Outbound) -> Result<bool, WebSocketError> {
-        let frame = match outbound {
-            Outbound::Frame(text) => Frame::text(Payload::Owned(text.into_bytes())),
+    async fn put(&mut self, outbound: Outbound) -> std::io::Result<bool> {
+        match outbound {
+            Outbound::Frame(text) => self.writer.frame(Kind::Text, &[text.as_bytes()]).await?,
             Outbound::Event(channel, event) => {
-                let identifier = match channel {
-                    Channel::Visitor => &self.visitor_identifier,
-                    Channel::Admin => &self.admin_identifier,
+                let prefix = match channel {
+                    Channel::Visitor => &self.visitor_prefix,
+                    Channel::Admin => &self.admin_prefix,
                 };
-                let Some(identifier) = identifier else {
-                    return Ok(true);
-                };
-                Frame::text(Payload::Owned(
-                    protocol::channel_message(identifier, &event).into_bytes(),
-                ))
+                if let Some(prefix) = prefix {
+                    // The shared event goes into the buffer between this socket's prefix and a brace: no copy of
+                    // the whole frame per socket.
+                    self.writer
+                        .frame(Kind::Text, &[prefix.as_bytes(), event.as_bytes(), b"}"])
+                        .await?;
+                }
             }
             Outbound::Subscribed(channel, identifier) => {
+                let prefix = Some(protocol::channel_message_prefix(&identifier).into_boxed_str());
                 match channel {
-                    Channel::Visitor => self.visitor_identifier = Some(identifier),
-                    Channel::Admin => self.admin_identifier = Some(identifier),
+                    Channel::Visitor => self.visitor_prefix = prefix,
+                    Channel::Admin => self.admin_prefix = prefix,
                 }
-                return Ok(true);
             }
-            Outbound::Unsubscribed(channel) => {
-                match channel {
-                    Channel::Visitor => self.visitor_identifier = None,
-                    Channel::Admin => self.admin_identifier = None,
-                }
-                return Ok(true);
-            }
-            Outbound::Control(opcode, payload) => {
-                self.writer
-                    .write_frame(Frame::new(true, opcode, None, Payload::Owned(payload)))
-                    .await?;
-                return Ok(opcode != OpCode::Close);
+            Outbound::Unsubscribed(channel) => match channel {
+                Channel::Visitor => self.visitor_prefix = None,
+                Channel::Admin => self.admin_prefix = None,
+            },
+            Outbound::Control(kind, payload) => {
+                self.writer.frame(kind, &[&payload]).await?;
+                return Ok(kind != Kind::Close);
             }
             Outbound::Close {
                 code,
@@ -564,16 +556,11 @@ impl Sink {
                 reconnect,
             } => {
                 let goodbye = protocol::disconnect(reason, reconnect);
-                self.writer
-                    .write_frame(Frame::text(Payload::Owned(goodbye.into_bytes())))
-                    .await?;
-                self.writer
-                    .write_frame(Frame::close(code, reason.as_bytes()))
-                    .await?;
+                self.writer.frame(Kind::Text, &[goodbye.as_bytes()]).await?;
+                self.writer.close(code, reason).await?;
                 return Ok(false);
             }
-        };
-        self.writer.write_frame(frame).await?;
+        }
         Ok(true)
     }
 }
@@ -609,12 +596,12 @@ mod tests {
             assert_eq!(close_reply(&normal, &queue).await, None);
             assert!(matches!(
                 outbox.try_recv(),
-                Ok(Outbound::Control(OpCode::Close, reply)) if reply == 1000u16.to_be_bytes()
+                Ok(Outbound::Control(Kind::Close, reply)) if reply == 1000u16.to_be_bytes()
             ));
             assert_eq!(close_reply(b"", &queue).await, None);
             assert!(matches!(
                 outbox.try_recv(),
-                Ok(Outbound::Control(OpCode::Close, reply)) if reply.is_empty()
+                Ok(Outbound::Control(Kind::Close, reply)) if reply.is_empty()
             ));
             let refused: [(&[u8], u16); 4] = [
                 (b"\x03", 1002),
