@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -98,7 +99,19 @@ pub(super) enum Command {
     Stop(oneshot::Sender<()>),
 }
 
-pub(super) fn run_writer(file: &StoreFile, mut queue: mpsc::Receiver<Command>, stats: &StoreStats) {
+/// A commit's answers: each caller's reply channel and what it gets.
+type Answers = Vec<(
+    oneshot::Sender<Result<Outcome, StoreError>>,
+    Result<Outcome, StoreError>,
+)>;
+
+/// `runtime`: the runtime the callers wait in, if any (see `answer`).
+pub(super) fn run_writer(
+    file: &StoreFile,
+    mut queue: mpsc::Receiver<Command>,
+    stats: &StoreStats,
+    runtime: Option<&Handle>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut recent = Recent::default();
     let mut stop = None;
@@ -119,7 +132,14 @@ pub(super) fn run_writer(file: &StoreFile, mut queue: mpsc::Receiver<Command>, s
         if !batch.is_empty() {
             match file.database().or_else(|_| file.reopen()) {
                 Ok(database) => {
-                    if !commit_batch(&database, &mut batch, stats, &mut recent, &file.unindexed) {
+                    if !commit_batch(
+                        &database,
+                        &mut batch,
+                        stats,
+                        &mut recent,
+                        &file.unindexed,
+                        runtime,
+                    ) {
                         drop(database);
                         // redb refuses all writes after an I/O error until the file is opened again; do that now,
                         // so writing resumes by itself once the cause (a full disk, say) is gone.
@@ -262,6 +282,7 @@ fn commit_batch(
     stats: &StoreStats,
     recent: &mut Recent,
     unindexed: &RwLock<BTreeSet<(u128, u64)>>,
+    runtime: Option<&Handle>,
 ) -> bool {
     let result = (|| -> Result<(Vec<Result<Outcome, StoreError>>, Learned), StoreError> {
         let mut transaction = database.begin_write()?;
@@ -301,15 +322,34 @@ fn commit_batch(
             stats
                 .writes
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            for (job, outcome) in batch.drain(..).zip(outcomes) {
-                let _ = job.reply.send(outcome);
-            }
+            answer(
+                batch.drain(..).map(|job| job.reply).zip(outcomes).collect(),
+                runtime,
+            );
             true
         }
         Err(error) => {
             fail_batch(batch, &error, stats);
             false
         }
+    }
+}
+
+/// Tells a committed batch's callers. With a runtime, from one task in it: woken from this thread, each caller's
+/// task would go through the runtime's shared queue (a lock) and might wake a sleeping worker thread, once per
+/// caller; woken from a task, they go onto that worker's own queue. Measured with 100 senders: fewer futex calls
+/// per message.
+fn answer(answers: Answers, runtime: Option<&Handle>) {
+    let send_all = |answers: Answers| {
+        for (reply, outcome) in answers {
+            let _ = reply.send(outcome);
+        }
+    };
+    match runtime {
+        Some(runtime) if answers.len() > 1 => {
+            runtime.spawn(async move { send_all(answers) });
+        }
+        _ => send_all(answers),
     }
 }
 
