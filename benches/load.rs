@@ -1722,7 +1722,34 @@ struct ThroughputRun {
     p50: u64,
     p99: u64,
     fsyncs_per_message: Option<f64>,
+    /// The server's CPU use (natter or the echo server), as a percentage of one core.
     cpu: Option<f64>,
+    /// The load generator's own CPU use: on a shared machine, what the server could not have.
+    generator_cpu: Option<f64>,
+}
+
+impl ThroughputRun {
+    /// CPU microseconds per acknowledged message, from a CPU percentage of the same run.
+    fn per_message(&self, cpu: Option<f64>) -> Option<f64> {
+        cpu.filter(|_| self.per_second > 0.0)
+            .map(|cpu| cpu / 100.0 / self.per_second * 1e6)
+    }
+
+    /// `server 44 µs, load generator 17 µs` per message, or what of it was measured.
+    fn cpu_per_message(&self, server: &str) -> String {
+        let parts: Vec<String> = [
+            (server, self.per_message(self.cpu)),
+            ("load generator", self.per_message(self.generator_cpu)),
+        ]
+        .into_iter()
+        .filter_map(|(who, micros)| micros.map(|micros| format!("{who} {micros:.0} µs")))
+        .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("CPU per message: {}", parts.join(", "))
+        }
+    }
 }
 
 /// `senders` sockets each send a message and wait for its acknowledgement (natter: the visitor's own `message` echo,
@@ -1794,6 +1821,7 @@ async fn closed_loop(
     };
     let started = Instant::now();
     let cpu = CpuMeter::start(pid);
+    let generator = CpuMeter::start(Some(std::process::id()));
     let mut latencies = histogram();
     let (mut acknowledged, mut errors) = (0, 0);
     let mut last = started;
@@ -1815,6 +1843,7 @@ async fn closed_loop(
         }
     }
     let cpu = cpu.percent();
+    let generator_cpu = generator.percent();
     if failures > 0 {
         bail!("{failures} of {senders} senders failed");
     }
@@ -1841,6 +1870,7 @@ async fn closed_loop(
         p99: latencies.value_at_quantile(0.99),
         fsyncs_per_message,
         cpu,
+        generator_cpu,
     })
 }
 
@@ -1924,7 +1954,7 @@ async fn throughput_rows(
             true,
             senders,
             size.throughput_window,
-            None,
+            Some(echo.pid()),
         )
         .await?;
         let directory = workspace.to_path_buf();
@@ -1935,7 +1965,7 @@ async fn throughput_rows(
         .await??;
         let ceiling = storage_ceiling.min(socket_ceiling.per_second);
         let natter_cell = format!(
-            "{} msg/s acked (ack p50 {} · p99 {} ms){}{}{}{}",
+            "{} msg/s acked (ack p50 {} · p99 {} ms){}{}{}{}{}",
             thousands(natter.per_second),
             milliseconds(natter.p50),
             milliseconds(natter.p99),
@@ -1950,6 +1980,10 @@ async fn throughput_rows(
             natter
                 .cpu
                 .map_or_else(String::new, |cpu| format!("; server CPU {cpu:.0}%")),
+            match natter.cpu_per_message("natter") {
+                text if text.is_empty() => text,
+                text => format!("; {text}"),
+            },
             if admin_kicked {
                 "; admin dashboard kicked as a slow consumer"
             } else {
@@ -1957,9 +1991,10 @@ async fn throughput_rows(
             },
         );
         let ceiling_cell = format!(
-            "redb batches of {senders}: {} msg/s; echo: {} msg/s",
+            "redb batches of {senders}: {} msg/s; echo: {} msg/s ({})",
             thousands(storage_ceiling),
-            thousands(socket_ceiling.per_second)
+            thousands(socket_ceiling.per_second),
+            socket_ceiling.cpu_per_message("echo server")
         );
         let target = if senders == 100 {
             format!(
