@@ -1027,8 +1027,8 @@ fn histogram() -> Histogram<u64> {
 struct Probe {
     origin: Instant,
     due: Vec<AtomicU64>,
-    /// Only frames containing this count (natter's admin sees each message twice: in `message` and in the
-    /// conversation summary).
+    /// Only frames containing this count (natter's admin sees a conversation's first message twice: in `message`
+    /// and in the new conversation's summary).
     require: &'static [u8],
     histogram: Mutex<Histogram<u64>>,
     received: AtomicU64,

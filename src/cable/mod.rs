@@ -48,7 +48,7 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Outbound frames queued for one socket before it counts as too slow and is kicked. A visitor sees a handful of
 /// events per message; an admin sees every message of every conversation, so it gets more room for bursts.
 const VISITOR_QUEUE: usize = 64;
-/// An admin gets two frames per message (the message and the conversation's summary), and one store commit can
+/// An admin gets a frame per message (two for a conversation's first: its summary too), and one store commit can
 /// release up to `MAX_BATCH` (1,024) messages at once: the queue holds a whole burst with room to spare.
 const ADMIN_QUEUE: usize = 4096;
 

@@ -1,6 +1,6 @@
 //! The chat itself: visitor and admin in both directions, tabs, resends, sync after a disconnect and a restart.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 
@@ -241,6 +241,50 @@ async fn sync_after_a_restart_returns_exactly_what_was_missed() {
             .as_u64()
             .unwrap()
             > ids[4]
+    );
+}
+
+#[tokio::test]
+async fn admins_get_a_summary_when_a_conversation_starts_and_only_the_message_after_that() {
+    let app = spawn_app().await;
+    let cookie = app.login().await;
+    let mut admin = subscribed_admin(&app, &cookie).await;
+    let mut visitor = subscribed_visitor(&app, &uuid()).await;
+
+    visitor.speak("first", uuid()).await;
+    assert_eq!(admin.event("message").await["message"]["content"], "first");
+    let started = admin.event("conversation").await["conversation"].clone();
+    assert_eq!(started["unread_count"], 1);
+    assert_eq!(started["last_message"]["content"], "first");
+
+    // The next message changes only what follows from the message itself: no summary, just the message.
+    visitor.speak("second", uuid()).await;
+    visitor
+        .perform(
+            VISITOR_CHANNEL,
+            json!({"action": "identify", "name": "Ada"}),
+        )
+        .await;
+    let events: Vec<Value> = [admin.next().await, admin.next().await]
+        .into_iter()
+        .map(|frame| frame.expect("the socket stays open")["message"].clone())
+        .collect();
+    assert_eq!(
+        (
+            events[0]["type"].as_str(),
+            events[0]["message"]["content"].as_str()
+        ),
+        (Some("message"), Some("second"))
+    );
+    assert_eq!(
+        events[1]["type"], "conversation",
+        "identify's summary comes next"
+    );
+    assert_eq!(events[1]["conversation"]["visitor_name"], "Ada");
+    assert_eq!(events[1]["conversation"]["unread_count"], 2);
+    assert_eq!(
+        events[1]["conversation"]["last_message"]["content"],
+        "second"
     );
 }
 
