@@ -769,6 +769,26 @@ pub fn conversation_ids(messages: &[Message]) -> Vec<Uuid> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_conversation_keeps_its_token_hash_as_hex_on_disk() {
+        // As every earlier natter wrote it: lowercase hex in the JSON record.
+        let hash = hash_token("visitor");
+        let hex: String = hash.iter().map(|byte| format!("{byte:02x}")).collect();
+        let stored = format!(
+            r#"{{"id":"0190b7a4-0000-7000-8000-000000000001","token_hash":"{hex}","visitor_name":null,"email":null,"unread_count":0,"last_message_id":null,"created_at":1,"updated_at":1,"page":null,"admin_read_up_to":0,"visitor_read_up_to":0}}"#
+        );
+        let conversation: Conversation = serde_json::from_str(&stored).unwrap();
+        assert_eq!(conversation.token_hash, hash);
+        assert_eq!(serde_json::to_string(&conversation).unwrap(), stored);
+        for bad in ["abc", &"g".repeat(64), &hex[..62]] {
+            let record = stored.replace(&hex, bad);
+            assert!(
+                serde_json::from_str::<Conversation>(&record).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn speak_is_idempotent_and_ids_increase_across_conversations() {
         let dir = tempfile::tempdir().unwrap();
