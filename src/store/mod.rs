@@ -145,12 +145,11 @@ mod hex_hash {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<TokenHash, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        let mut hash = [0u8; 32];
-        let pairs = text.as_bytes().chunks_exact(2);
         if text.len() != 64 {
             return Err(D::Error::custom("a token hash is 64 hex digits"));
         }
-        for (byte, pair) in hash.iter_mut().zip(pairs) {
+        let mut hash = [0u8; 32];
+        for (byte, pair) in hash.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
             let digit = |c: u8| (c as char).to_digit(16);
             match (digit(pair[0]), digit(pair[1])) {
                 (Some(high), Some(low)) => *byte = (high * 16 + low) as u8,
