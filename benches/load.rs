@@ -1858,7 +1858,7 @@ async fn closed_loop(
                 after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
             };
             let writes = delta("natter_store_writes_total");
-            (writes > 0.0).then(|| delta("natter_store_commits_total") / writes)
+            (writes > 0.0).then(|| delta("natter_store_fsyncs_total") / writes)
         }
         _ => None,
     };

@@ -90,8 +90,14 @@ pub fn render(app: &App, headers: &HeaderMap, ip: IpAddr) -> Result<Response<Bod
     metric(
         "store_commits_total",
         "counter",
-        "Store commits (each one fsync).",
+        "Store commits (write transactions, each a batch of writes).",
         &[("", load(&stats.commits))],
+    );
+    metric(
+        "store_fsyncs_total",
+        "counter",
+        "fsyncs that made writes durable: of the store's log, and of commits that were checkpoints.",
+        &[("", load(&stats.fsyncs))],
     );
     metric(
         "store_writes_total",

@@ -1,13 +1,14 @@
 //! The store: everything natter keeps, in one redb file, behind typed methods.
 //!
-//! `writer` holds the one writer thread (group commit); `snapshot` the consistent copy `natter backup` takes.
+//! `writer` holds the one writer thread (group commit); `wal` the write-ahead log that makes its batches durable;
+//! `snapshot` the consistent copy `natter backup` takes.
 //!
 //! Reads open a read transaction on the caller's thread (redb readers never wait for the writer). Every write goes
 //! through one writer thread that does group commit: it takes a write, then every other write already queued (up to
-//! `MAX_BATCH`), applies them all in one transaction and commits it with `Durability::Immediate` (one fsync for the
-//! whole batch). Only after that commit returns does any caller hear back, so an acknowledged message is on disk. A
-//! batch that fails to commit fails every write in it, and nothing of it is visible: the clients were not told, so they
-//! keep their messages and send them again.
+//! `MAX_BATCH`), applies them all in one transaction and commits it without an fsync, then appends the batch's
+//! changes to the log (`natter.wal`) with one fdatasync; only after that does any caller hear back, so an acknowledged
+//! message is on disk (now and then a commit is durable itself, and the log starts over). A batch that fails to commit fails every write in it, and nothing of
+//! it is visible: the clients were not told, so they keep their messages and send them again.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,9 +26,11 @@ use uuid::Uuid;
 use crate::error::ApiError;
 
 mod snapshot;
+mod wal;
 mod writer;
 
 pub use snapshot::SnapshotSummary;
+use wal::{Journal, STORE_ID};
 use writer::{run_writer, Command, Job, Outcome, StoreFile, Write};
 
 /// Bumped when the layout of the tables changes; a store written by a newer natter is refused, not misread, and one
@@ -219,6 +222,8 @@ impl<E: Into<redb::Error>> From<E> for StoreError {
 #[derive(Debug, Default)]
 pub struct StoreStats {
     pub commits: AtomicU64,
+    /// fdatasyncs of the log, and commits that were durable themselves.
+    pub fsyncs: AtomicU64,
     pub writes: AtomicU64,
     pub failed_commits: AtomicU64,
 }
@@ -231,7 +236,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) `natter.redb` in `data_dir` and starts the writer thread.
+    /// Opens (or creates) `natter.redb` in `data_dir`, brings it up to date from its log (`natter.wal`) and starts the
+    /// writer and log threads.
     pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
         // Only natter's user may read the conversations: the data dir is made 0700 (the unit also sets UMask=0077).
         let mut builder = std::fs::DirBuilder::new();
@@ -252,66 +258,30 @@ impl Store {
             ),
             other => anyhow::anyhow!("cannot open the store {}: {other}", path.display()),
         })?;
-        Store::init_tables(&database)?;
+        let wal_path = data_dir.join("natter.wal");
+        let (seq, store_id) = prepare(&database, &wal_path)?;
         let file = Arc::new(StoreFile {
             database: RwLock::new(Some(Arc::new(database))),
             path,
+            wal_path,
             unindexed: RwLock::default(),
         });
         let (writer, queue) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(StoreStats::default());
+        let journal = Journal::create(&file.wal_path, store_id, seq)?;
         {
             let file = file.clone();
             let stats = stats.clone();
             let runtime = tokio::runtime::Handle::try_current().ok();
             std::thread::Builder::new()
                 .name("natter-store-writer".into())
-                .spawn(move || run_writer(&file, queue, &stats, runtime.as_ref()))?;
+                .spawn(move || run_writer(&file, queue, &stats, journal, runtime.as_ref()))?;
         }
         Ok(Store {
             file,
             writer,
             stats,
         })
-    }
-
-    fn init_tables(database: &Database) -> anyhow::Result<()> {
-        let transaction = database.begin_write()?;
-        {
-            let mut meta = transaction.open_table(META)?;
-            let version = meta
-                .get("schema_version")?
-                .map(|value| read_u64(value.value()));
-            match version {
-                None => {
-                    meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
-                }
-                Some(SCHEMA_VERSION) => {}
-                // Version 2 needs nothing: its index is complete, and `index_the_rest` finds nothing to do.
-                Some(old @ (1 | 2)) => {
-                    if old == 1 {
-                        migrate_client_ids(&transaction).map_err(|error| {
-                            anyhow::anyhow!("bringing the store to schema version 2: {error:?}")
-                        })?;
-                    }
-                    meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
-                }
-                Some(other) => anyhow::bail!(
-                    "the store has schema version {other}, this natter knows {SCHEMA_VERSION}: run the newer natter, or restore a backup"
-                ),
-            }
-            transaction.open_table(CONVERSATIONS)?;
-            transaction.open_table(MESSAGES)?;
-            transaction.open_table(CONVERSATION_MESSAGES)?;
-            transaction.open_table(VISITOR_TOKENS)?;
-            transaction.open_table(CLIENT_IDS)?;
-            transaction.open_table(SESSIONS)?;
-            transaction.open_table(PUSH_SUBSCRIPTIONS)?;
-        }
-        index_the_rest(&transaction)
-            .map_err(|error| anyhow::anyhow!("indexing the latest messages: {error:?}"))?;
-        transaction.commit()?;
-        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -682,6 +652,67 @@ impl Store {
     }
 }
 
+/// Makes an opened store file ready for the writer, in one durable commit: checks the schema (bringing an older one up
+/// to date), creates what is missing (tables, the store id), replays the log and indexes what the index lacks. Answers
+/// the last batch's `seq` and the store id.
+fn prepare(database: &Database, wal_path: &Path) -> anyhow::Result<(u64, [u8; 16])> {
+    let transaction = database.begin_write()?;
+    {
+        let mut meta = transaction.open_table(META)?;
+        let version = meta
+            .get("schema_version")?
+            .map(|value| read_u64(value.value()));
+        match version {
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            // Version 2 needs nothing: its index is complete, and `index_the_rest` finds nothing to do.
+            Some(old @ (1 | 2)) => {
+                if old == 1 {
+                    migrate_client_ids(&transaction).map_err(|error| {
+                        anyhow::anyhow!("bringing the store to schema version 2: {error:?}")
+                    })?;
+                }
+                meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+            }
+            Some(other) => anyhow::bail!(
+                "the store has schema version {other}, this natter knows {SCHEMA_VERSION}: run the newer natter, or restore a backup"
+            ),
+        }
+        transaction.open_table(CONVERSATIONS)?;
+        transaction.open_table(MESSAGES)?;
+        transaction.open_table(CONVERSATION_MESSAGES)?;
+        transaction.open_table(VISITOR_TOKENS)?;
+        transaction.open_table(CLIENT_IDS)?;
+        transaction.open_table(SESSIONS)?;
+        transaction.open_table(PUSH_SUBSCRIPTIONS)?;
+    }
+    let store_id = store_id(&transaction)?;
+    let seq = wal::replay(&transaction, wal_path, store_id).map_err(|error| match error {
+        StoreError::Storage(detail) => anyhow::anyhow!(detail),
+        other => anyhow::anyhow!("replaying {}: {other:?}", wal_path.display()),
+    })?;
+    index_the_rest(&transaction)
+        .map_err(|error| anyhow::anyhow!("indexing the latest messages: {error:?}"))?;
+    transaction.commit()?;
+    Ok((seq, store_id))
+}
+
+/// The store's id (`STORE_ID` in `META`), made on first use.
+fn store_id(transaction: &redb::WriteTransaction) -> anyhow::Result<[u8; 16]> {
+    let mut meta = transaction.open_table(META)?;
+    let known = meta
+        .get(STORE_ID)?
+        .and_then(|value| <[u8; 16]>::try_from(value.value()).ok());
+    if let Some(id) = known {
+        return Ok(id);
+    }
+    let id = Uuid::new_v4().into_bytes();
+    meta.insert(STORE_ID, id.as_slice())?;
+    Ok(id)
+}
+
 /// Writes the index entries of the messages above `indexed_up_to` (the ones that were still in memory when natter
 /// last stopped), reading their conversation from the messages themselves.
 fn index_the_rest(transaction: &redb::WriteTransaction) -> Result<(), StoreError> {
@@ -851,6 +882,166 @@ mod tests {
             "the resend is recognised after the migration"
         );
         assert_eq!(again.message, first.message);
+        store.close().await;
+    }
+
+    /// The store's files as they are now, copied into `into`: what a killed process leaves behind (its writes are in
+    /// the page cache; only what was never written is lost).
+    fn copy_files(from: &Path, into: &Path, names: &[&str]) {
+        for name in names {
+            std::fs::copy(from.join(name), into.join(name)).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn acknowledged_writes_survive_a_crash_through_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut sent = Vec::new();
+        // One write per batch; unit tests checkpoint every 4 KiB of log, so these cross several checkpoints (and the
+        // log starts over each time, over the records of the round before).
+        for index in 0..40 {
+            let token = hash_token(&format!("visitor {}", index % 3));
+            let appended = store
+                .speak(token, format!("message {index}"), Uuid::now_v7())
+                .await
+                .unwrap();
+            sent.push(appended.message);
+        }
+        let named = store
+            .identify(hash_token("visitor 0"), "Ada".into(), None)
+            .await
+            .unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        copy_files(dir.path(), crashed.path(), &["natter.redb", "natter.wal"]);
+        let bare = tempfile::tempdir().unwrap();
+        copy_files(dir.path(), bare.path(), &["natter.redb"]);
+        store.close().await;
+
+        // The store file alone is at its last checkpoint: the latest writes are only in the log.
+        let alone = Store::open(bare.path()).unwrap();
+        let without_log = alone.message_count().unwrap();
+        alone.close().await;
+        assert!(
+            without_log < sent.len() as u64,
+            "the last writes were not checkpointed ({without_log} of {} messages in the file alone)",
+            sent.len()
+        );
+
+        let recovered = Store::open(crashed.path()).unwrap();
+        for message in &sent {
+            assert_eq!(
+                recovered.message(message.id).unwrap().as_ref(),
+                Some(message)
+            );
+        }
+        let conversation = recovered.conversation(named.id).unwrap().unwrap();
+        assert_eq!(conversation.visitor_name.as_deref(), Some("Ada"));
+        assert_eq!(
+            conversation.last_message_id,
+            sent.iter()
+                .filter(|message| message.conversation_id == named.id)
+                .map(|message| message.id)
+                .max()
+        );
+        let page = recovered
+            .conversation_messages(named.id, None, None, 100)
+            .unwrap();
+        assert_eq!(
+            page.messages.len(),
+            14,
+            "visitor 0 sent every third message"
+        );
+        let next = recovered
+            .speak(hash_token("visitor 1"), "after".into(), Uuid::now_v7())
+            .await
+            .unwrap();
+        assert_eq!(next.message.id, sent.len() as u64 + 1);
+        recovered.close().await;
+
+        // A log older than the file (all its records from batches the file already holds) changes nothing.
+        let stale = tempfile::tempdir().unwrap();
+        copy_files(crashed.path(), stale.path(), &["natter.redb"]);
+        let log = std::fs::read(dir.path().join("natter.wal")).unwrap();
+        let replayed_log = std::fs::read(crashed.path().join("natter.wal")).unwrap();
+        assert_ne!(log, replayed_log, "opening the copy began a new log");
+        std::fs::write(stale.path().join("natter.wal"), &log).unwrap();
+        let store = Store::open(stale.path()).unwrap();
+        assert_eq!(store.message_count().unwrap(), sent.len() as u64 + 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_log_cut_inside_its_last_record_replays_up_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = store
+            .speak(hash_token("a"), "kept".into(), Uuid::now_v7())
+            .await
+            .unwrap();
+        let last = store
+            .speak(hash_token("a"), "torn".into(), Uuid::now_v7())
+            .await
+            .unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        copy_files(dir.path(), crashed.path(), &["natter.redb", "natter.wal"]);
+        store.close().await;
+        let log = crashed.path().join("natter.wal");
+        let length = std::fs::metadata(&log).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(length - 3)
+            .unwrap();
+        let store = Store::open(crashed.path()).unwrap();
+        assert_eq!(
+            store.message(first.message.id).unwrap(),
+            Some(first.message)
+        );
+        assert_eq!(store.message(last.message.id).unwrap(), None);
+        let again = store
+            .speak(hash_token("a"), "resent".into(), Uuid::now_v7())
+            .await
+            .unwrap();
+        assert_eq!(
+            again.message.id, last.message.id,
+            "the torn write never happened"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_backup_restored_after_a_crash_does_not_replay_the_old_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .speak(hash_token("a"), "in the backup".into(), Uuid::now_v7())
+            .await
+            .unwrap();
+        let restored = tempfile::tempdir().unwrap();
+        store
+            .snapshot_to(&restored.path().join("natter.redb"))
+            .unwrap();
+        store
+            .speak(hash_token("a"), "after the backup".into(), Uuid::now_v7())
+            .await
+            .unwrap();
+        // The crash: the old log stays in the data dir, next to the backup put in place.
+        copy_files(dir.path(), restored.path(), &["natter.wal"]);
+        store.close().await;
+        let store = Store::open(restored.path()).unwrap();
+        assert_eq!(
+            store.message_count().unwrap(),
+            1,
+            "only what the backup holds"
+        );
+        let aside: Vec<String> = std::fs::read_dir(restored.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("natter.wal.orphaned-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "the old log is kept aside: {aside:?}");
         store.close().await;
     }
 

@@ -6,7 +6,7 @@ use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, WriteTrans
 
 use super::{
     Store, StoreError, CLIENT_IDS, CONVERSATIONS, CONVERSATION_MESSAGES, MESSAGES, META,
-    PUSH_SUBSCRIPTIONS, SESSIONS, VISITOR_TOKENS,
+    PUSH_SUBSCRIPTIONS, SESSIONS, STORE_ID, VISITOR_TOKENS,
 };
 
 impl Store {
@@ -28,6 +28,11 @@ impl Store {
             copy_table(&source, &transaction, SESSIONS)?,
             copy_table(&source, &transaction, PUSH_SUBSCRIPTIONS)?,
         ];
+        // The copy is a store of its own: a log left by the original (say, after a crash, when this backup is
+        // restored) must not be replayed into it.
+        transaction
+            .open_table(META)?
+            .insert(STORE_ID, uuid::Uuid::new_v4().as_bytes().as_slice())?;
         for table in source.list_tables()? {
             if !copied.iter().any(|(name, _)| name == table.name()) {
                 return Err(StoreError::Storage(format!(

@@ -1,9 +1,11 @@
 //! The writer thread: group commit, and the store file it may reopen after an I/O error.
 //!
 //! The thread takes a write, then every other write already queued (up to `MAX_BATCH`), applies them all in one
-//! transaction and commits it with `Durability::Immediate`: one fsync for the whole batch. Only after that commit
-//! returns does any caller hear back, so an acknowledged message is on disk. A batch that fails to commit fails every
-//! write in it, and nothing of it is visible: the clients were not told, so they keep their messages and resend them.
+//! transaction and commits it without an fsync, then appends the batch's changes to the log (`wal`) with one
+//! fdatasync. Only then does any caller hear back, so an acknowledged message is on disk. Now and then a commit is
+//! durable itself (a checkpoint) and the log starts over. A batch that fails to commit fails
+//! every write in it, and nothing of it is visible: the clients were not told, so they keep their messages and resend
+//! them.
 //!
 //! Within a batch each table is opened once, the message counter is read and written once, and each conversation
 //! the batch touches is decoded and encoded once (`Tables`): with a hundred senders, that is most of the writer's
@@ -14,16 +16,17 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
-use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::wal::{Journal, Logged, TableId, WAL_SEQ};
 use super::{
-    decode, encode, read_u64, Appended, Conversation, Message, Page, Sender, Session, StoreError,
-    StoreStats, TokenHash, CLIENT_IDS, CONVERSATIONS, CONVERSATION_MESSAGES, INDEXED_UP_TO,
-    INDEX_BATCH, MAX_BATCH, MESSAGES, META, NEXT_MESSAGE_ID, PUSH_SUBSCRIPTIONS, SESSIONS,
-    VISITOR_TOKENS,
+    decode, encode, prepare, read_u64, Appended, Conversation, Message, Page, Sender, Session,
+    StoreError, StoreStats, TokenHash, CLIENT_IDS, CONVERSATIONS, CONVERSATION_MESSAGES,
+    INDEXED_UP_TO, INDEX_BATCH, MAX_BATCH, MESSAGES, META, NEXT_MESSAGE_ID, PUSH_SUBSCRIPTIONS,
+    SESSIONS, VISITOR_TOKENS,
 };
 use crate::error::ApiError;
 use crate::timestamp;
@@ -110,6 +113,7 @@ pub(super) fn run_writer(
     file: &StoreFile,
     mut queue: mpsc::Receiver<Command>,
     stats: &StoreStats,
+    mut journal: Journal,
     runtime: Option<&Handle>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -129,22 +133,30 @@ pub(super) fn run_writer(
                 next = queue.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
-            match file.database().or_else(|_| file.reopen()) {
+        // Stopping, the last commit is durable, so the file needs no log to be whole.
+        let stopping = stop.is_some() && !journal.all_durable();
+        if !batch.is_empty() || stopping {
+            let durable = stopping || journal.checkpoint_due();
+            match file
+                .database()
+                .or_else(|_| reopen(file, &mut journal, &mut recent))
+            {
                 Ok(database) => {
                     if !commit_batch(
                         &database,
                         &mut batch,
+                        durable,
                         stats,
                         &mut recent,
                         &file.unindexed,
+                        &mut journal,
                         runtime,
                     ) {
                         drop(database);
                         // redb refuses all writes after an I/O error until the file is opened again; do that now,
                         // so writing resumes by itself once the cause (a full disk, say) is gone.
                         file.close_for_reopen();
-                        let _ = file.reopen();
+                        let _ = reopen(file, &mut journal, &mut recent);
                     }
                 }
                 Err(error) => fail_batch(&mut batch, &error, stats),
@@ -166,6 +178,8 @@ pub(super) struct StoreFile {
     /// `None` while the file is being (or could not be) opened again after a failure.
     pub(super) database: RwLock<Option<Arc<Database>>>,
     pub(super) path: PathBuf,
+    /// The log (`wal`), replayed when the file is opened again.
+    pub(super) wal_path: PathBuf,
     /// (conversation, message id) of the committed messages not yet in `CONVERSATION_MESSAGES` (all have ids above
     /// the store's `indexed_up_to`). Only the writer changes it, after a commit and before anyone hears of it.
     pub(super) unindexed: RwLock<BTreeSet<(u128, u64)>>,
@@ -204,19 +218,38 @@ impl StoreFile {
         }
     }
 
-    fn reopen(&self) -> Result<Arc<Database>, StoreError> {
+    /// Opens the file again and brings it up to date from the log (redb comes back at its last durable commit);
+    /// answers it and the last batch's `seq`.
+    fn reopen(&self) -> Result<(Arc<Database>, u64), StoreError> {
         let mut slot = self
             .database
             .write()
             .unwrap_or_else(|poison| poison.into_inner());
-        if let Some(database) = slot.as_ref() {
-            return Ok(database.clone());
-        }
-        let database = Arc::new(Database::create(&self.path)?);
+        let database = Database::create(&self.path)?;
+        let (seq, _) = prepare(&database, &self.wal_path)
+            .map_err(|error| StoreError::Storage(format!("{error:#}")))?;
+        let database = Arc::new(database);
+        // `prepare` indexed every message.
+        self.unindexed
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clear();
         tracing::info!(path = %self.path.display(), "the store is open again after a write error");
         *slot = Some(database.clone());
-        Ok(database)
+        Ok((database, seq))
     }
+}
+
+/// Opens the store again after a write error; the writer then starts from what the file and the log hold.
+fn reopen(
+    file: &StoreFile,
+    journal: &mut Journal,
+    recent: &mut Recent,
+) -> Result<Arc<Database>, StoreError> {
+    let (database, seq) = file.reopen()?;
+    journal.recovered(seq);
+    *recent = Recent::default();
+    Ok(database)
 }
 
 fn fail_batch(batch: &mut Vec<Job>, error: &StoreError, stats: &StoreStats) {
@@ -272,23 +305,38 @@ struct Learned {
     indexed: bool,
     /// The batch's messages that have no index entry yet.
     unindexed: Vec<(u128, u64)>,
+    /// The batch's changes, for the log.
+    redo: Vec<u8>,
 }
 
-/// Applies every job in one transaction and commits once; then, and only then, answers them. Answers whether the
-/// commit succeeded.
+/// Applies every job in one transaction and commits once: `durable`, with an fsync of redb's file (a checkpoint);
+/// otherwise without, and the batch's changes go to the log (`wal`) with one fdatasync. Then, and only then, answers
+/// them. Answers whether the commit succeeded.
+#[allow(clippy::too_many_arguments)]
 fn commit_batch(
     database: &Database,
     batch: &mut Vec<Job>,
+    durable: bool,
     stats: &StoreStats,
     recent: &mut Recent,
     unindexed: &RwLock<BTreeSet<(u128, u64)>>,
+    journal: &mut Journal,
     runtime: Option<&Handle>,
 ) -> bool {
     let result = (|| -> Result<(Vec<Result<Outcome, StoreError>>, Learned), StoreError> {
         let mut transaction = database.begin_write()?;
-        transaction.set_durability(Durability::Immediate)?;
+        transaction.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
         let (outcomes, learned) = {
             let mut tables = Tables::open(&transaction, recent, unindexed)?;
+            tables.meta.insert(
+                &mut tables.redo,
+                WAL_SEQ,
+                journal.next_seq().to_le_bytes().as_slice(),
+            )?;
             let mut outcomes = Vec::with_capacity(batch.len());
             for job in batch.iter_mut() {
                 let write =
@@ -304,6 +352,17 @@ fn commit_batch(
             (outcomes, learned)
         };
         transaction.commit()?;
+        stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = journal.committed(durable, &learned.redo) {
+            // The batch is visible but not on disk. Make it durable in redb's file instead; if that fails too, the
+            // batch fails, and opening the file again forgets it (redb returns to its last durable commit).
+            tracing::error!(%error, "appending to the store's log failed; committing to the store file instead");
+            let mut checkpoint = database.begin_write()?;
+            checkpoint.set_durability(Durability::Immediate)?;
+            checkpoint.commit()?;
+            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            journal.checkpointed();
+        }
         Ok((outcomes, learned))
     })();
     match result {
@@ -363,14 +422,16 @@ struct Tables<'txn, 'r> {
     appended: Vec<(u128, u64)>,
     /// Whether this batch has written the index entries of everything committed before it.
     indexed: bool,
-    meta: Table<'txn, &'static str, &'static [u8]>,
-    conversations: Table<'txn, u128, &'static [u8]>,
-    messages: Table<'txn, u64, &'static [u8]>,
-    conversation_messages: Table<'txn, (u128, u64), ()>,
-    visitor_tokens: Table<'txn, &'static [u8], u128>,
-    client_ids: Table<'txn, (u128, u128), u64>,
-    sessions: Table<'txn, &'static [u8], &'static [u8]>,
-    push_subscriptions: Table<'txn, &'static str, &'static [u8]>,
+    meta: Logged<'txn, &'static str, &'static [u8]>,
+    conversations: Logged<'txn, u128, &'static [u8]>,
+    messages: Logged<'txn, u64, &'static [u8]>,
+    conversation_messages: Logged<'txn, (u128, u64), ()>,
+    visitor_tokens: Logged<'txn, &'static [u8], u128>,
+    client_ids: Logged<'txn, (u128, u128), u64>,
+    sessions: Logged<'txn, &'static [u8], &'static [u8]>,
+    push_subscriptions: Logged<'txn, &'static str, &'static [u8]>,
+    /// Every change the batch made, for the log (`wal`).
+    redo: Vec<u8>,
     /// The id the next message gets; `None` until a message needs one.
     next_message_id: Option<u64>,
     /// Conversations read or changed in this batch (the latest version wins); `None` marks one deleted.
@@ -397,14 +458,23 @@ impl<'txn, 'r> Tables<'txn, 'r> {
             unindexed,
             appended: Vec::new(),
             indexed: false,
-            meta: transaction.open_table(META)?,
-            conversations: transaction.open_table(CONVERSATIONS)?,
-            messages: transaction.open_table(MESSAGES)?,
-            conversation_messages: transaction.open_table(CONVERSATION_MESSAGES)?,
-            visitor_tokens: transaction.open_table(VISITOR_TOKENS)?,
-            client_ids: transaction.open_table(CLIENT_IDS)?,
-            sessions: transaction.open_table(SESSIONS)?,
-            push_subscriptions: transaction.open_table(PUSH_SUBSCRIPTIONS)?,
+            meta: Logged::open(transaction, META, TableId::Meta)?,
+            conversations: Logged::open(transaction, CONVERSATIONS, TableId::Conversations)?,
+            messages: Logged::open(transaction, MESSAGES, TableId::Messages)?,
+            conversation_messages: Logged::open(
+                transaction,
+                CONVERSATION_MESSAGES,
+                TableId::ConversationMessages,
+            )?,
+            visitor_tokens: Logged::open(transaction, VISITOR_TOKENS, TableId::VisitorTokens)?,
+            client_ids: Logged::open(transaction, CLIENT_IDS, TableId::ClientIds)?,
+            sessions: Logged::open(transaction, SESSIONS, TableId::Sessions)?,
+            push_subscriptions: Logged::open(
+                transaction,
+                PUSH_SUBSCRIPTIONS,
+                TableId::PushSubscriptions,
+            )?,
+            redo: Vec::new(),
             next_message_id: None,
             touched: HashMap::new(),
             dirty: HashSet::new(),
@@ -426,12 +496,16 @@ impl<'txn, 'r> Tables<'txn, 'r> {
             .collect();
         let mut up_to = None;
         for &(key, id) in earlier.iter().chain(&self.appended) {
-            self.conversation_messages.insert((key, id), ())?;
+            self.conversation_messages
+                .insert(&mut self.redo, (key, id), ())?;
             up_to = up_to.max(Some(id));
         }
         if let Some(up_to) = up_to {
-            self.meta
-                .insert(INDEXED_UP_TO, up_to.to_le_bytes().as_slice())?;
+            self.meta.insert(
+                &mut self.redo,
+                INDEXED_UP_TO,
+                up_to.to_le_bytes().as_slice(),
+            )?;
         }
         self.appended.clear();
         self.indexed = true;
@@ -450,13 +524,16 @@ impl<'txn, 'r> Tables<'txn, 'r> {
             self.index_all()?;
         }
         if let Some(next) = self.next_message_id {
-            self.meta
-                .insert(NEXT_MESSAGE_ID, next.to_le_bytes().as_slice())?;
+            self.meta.insert(
+                &mut self.redo,
+                NEXT_MESSAGE_ID,
+                next.to_le_bytes().as_slice(),
+            )?;
         }
         for key in std::mem::take(&mut self.dirty) {
             if let Some(Some(conversation)) = self.touched.get(&key) {
                 self.conversations
-                    .insert(key, encode(conversation).as_slice())?;
+                    .insert(&mut self.redo, key, encode(conversation).as_slice())?;
             }
         }
         Ok(Learned {
@@ -464,6 +541,7 @@ impl<'txn, 'r> Tables<'txn, 'r> {
             tokens: std::mem::take(&mut self.tokens),
             indexed: self.indexed,
             unindexed: std::mem::take(&mut self.appended),
+            redo: std::mem::take(&mut self.redo),
         })
     }
 
@@ -528,34 +606,51 @@ impl<'txn, 'r> Tables<'txn, 'r> {
             }),
             Write::Delete { conversation_id } => self.delete(conversation_id),
             Write::PutSession { hash, session } => {
-                self.sessions
-                    .insert(hash.as_slice(), encode(&session).as_slice())?;
+                self.sessions.insert(
+                    &mut self.redo,
+                    hash.as_slice(),
+                    encode(&session).as_slice(),
+                )?;
                 Ok(Outcome::Done)
             }
             Write::DeleteSession { hash } => {
-                self.sessions.remove(hash.as_slice())?;
+                self.sessions.remove(&mut self.redo, hash.as_slice())?;
                 Ok(Outcome::Done)
             }
             Write::DeleteSessionsOf { username } => {
                 let now = self.now;
-                self.sessions.retain(|_, value| {
-                    serde_json::from_slice::<Session>(value).is_ok_and(|session| {
-                        session.username != username && session.expires_at > now
-                    })
-                })?;
+                let mut ended = Vec::new();
+                for entry in self.sessions.iter()? {
+                    let (hash, value) = entry?;
+                    let keep =
+                        serde_json::from_slice::<Session>(value.value()).is_ok_and(|session| {
+                            session.username != username && session.expires_at > now
+                        });
+                    if !keep {
+                        ended.push(hash.value().to_vec());
+                    }
+                }
+                for hash in ended {
+                    self.sessions.remove(&mut self.redo, hash.as_slice())?;
+                }
                 Ok(Outcome::Done)
             }
             Write::PutMeta { key, value } => {
-                self.meta.insert(key.as_str(), value.as_slice())?;
+                self.meta
+                    .insert(&mut self.redo, key.as_str(), value.as_slice())?;
                 Ok(Outcome::Done)
             }
             Write::PutPushSubscription { endpoint, json } => {
-                self.push_subscriptions
-                    .insert(endpoint.as_str(), json.as_slice())?;
+                self.push_subscriptions.insert(
+                    &mut self.redo,
+                    endpoint.as_str(),
+                    json.as_slice(),
+                )?;
                 Ok(Outcome::Done)
             }
             Write::DeletePushSubscription { endpoint } => {
-                self.push_subscriptions.remove(endpoint.as_str())?;
+                self.push_subscriptions
+                    .remove(&mut self.redo, endpoint.as_str())?;
                 Ok(Outcome::Done)
             }
         }
@@ -581,11 +676,11 @@ impl<'txn, 'r> Tables<'txn, 'r> {
         // B-tree operation in the usual case instead of a lookup and an insert.)
         let taken = self
             .client_ids
-            .insert((client_id.as_u128(), key), id)?
+            .insert(&mut self.redo, (client_id.as_u128(), key), id)?
             .map(|value| value.value());
         if let Some(existing) = taken {
             self.client_ids
-                .insert((client_id.as_u128(), key), existing)?;
+                .insert(&mut self.redo, (client_id.as_u128(), key), existing)?;
             let stored = self
                 .messages
                 .get(existing)?
@@ -615,7 +710,8 @@ impl<'txn, 'r> Tables<'txn, 'r> {
         let mut encoded = Vec::with_capacity(message.content.len() + 200);
         serde_json::to_writer(&mut encoded, &message).expect("a message always serializes");
         let message_json = String::from_utf8(encoded).expect("serde_json writes UTF-8");
-        self.messages.insert(id, message_json.as_bytes())?;
+        self.messages
+            .insert(&mut self.redo, id, message_json.as_bytes())?;
         // Its index entry waits for `index_all`, which writes many at once (see `INDEX_BATCH`).
         self.appended.push((key, id));
         conversation.last_message_id = Some(id);
@@ -654,20 +750,22 @@ impl<'txn, 'r> Tables<'txn, 'r> {
             .collect::<Result<_, _>>()?;
         let mut client_ids = Vec::new();
         for id in ids {
-            if let Some(removed) = self.messages.remove(id)? {
+            if let Some(removed) = self.messages.remove(&mut self.redo, id)? {
                 if let Some(client_id) = decode::<Message>(removed.value())?.client_id {
                     client_ids.push(client_id.as_u128());
                 }
             }
-            self.conversation_messages.remove((key, id))?;
+            self.conversation_messages
+                .remove(&mut self.redo, (key, id))?;
         }
         for client_id in client_ids {
-            self.client_ids.remove((client_id, key))?;
+            self.client_ids.remove(&mut self.redo, (client_id, key))?;
         }
         let hash = conversation.token_hash;
-        self.visitor_tokens.remove(hash.as_slice())?;
+        self.visitor_tokens
+            .remove(&mut self.redo, hash.as_slice())?;
         self.tokens.insert(hash, None);
-        self.conversations.remove(key)?;
+        self.conversations.remove(&mut self.redo, key)?;
         self.touched.insert(key, None);
         Ok(Outcome::Conversation(Some(Box::new(conversation))))
     }
@@ -735,8 +833,11 @@ impl<'txn, 'r> Tables<'txn, 'r> {
             admin_read_up_to: 0,
             visitor_read_up_to: 0,
         };
-        self.visitor_tokens
-            .insert(token_hash.as_slice(), conversation.id.as_u128())?;
+        self.visitor_tokens.insert(
+            &mut self.redo,
+            token_hash.as_slice(),
+            conversation.id.as_u128(),
+        )?;
         self.tokens
             .insert(*token_hash, Some(conversation.id.as_u128()));
         self.save(conversation.clone());
