@@ -300,7 +300,13 @@ pub(super) fn replay(
         }
         expected = Some(record_seq + 1);
         if record_seq > seq {
-            apply_changes(transaction, payload)?;
+            apply_changes(transaction, payload).map_err(|error| match error {
+                StoreError::Storage(detail) => StoreError::Storage(format!(
+                    "{detail} (batch {record_seq} in {}): move the log away to start without its writes",
+                    path.display()
+                )),
+                other => other,
+            })?;
             seq = record_seq;
         }
         at = next;
@@ -380,4 +386,57 @@ fn apply<K: Key + 'static, V: Value + 'static>(
         None => table.remove(K::from_bytes(key))?,
     };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::Database;
+
+    /// A log whose only record passes its CRC but holds `payload`.
+    fn log_with(path: &Path, store_id: [u8; 16], payload: &[u8]) {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&store_id);
+        push_record(&mut bytes, 1, payload);
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_whole_record_with_a_malformed_change_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = Database::create(dir.path().join("natter.redb")).unwrap();
+        let log = dir.path().join("natter.wal");
+        let id = [7; 16];
+        let mut u64_key_with_9_bytes = Vec::new();
+        push_change(
+            &mut u64_key_with_9_bytes,
+            TableId::Messages,
+            &[0; 9],
+            Some(b"{}"),
+        );
+        let mut good = Vec::new();
+        push_change(
+            &mut good,
+            TableId::Messages,
+            &5u64.to_le_bytes(),
+            Some(b"{}"),
+        );
+        for payload in [
+            &good[..good.len() - 1],
+            &[9, 0, 0, 0, 0, 0][..],
+            &u64_key_with_9_bytes,
+        ] {
+            log_with(&log, id, payload);
+            let transaction = database.begin_write().unwrap();
+            let Err(StoreError::Storage(detail)) = replay(&transaction, &log, id) else {
+                panic!("replayed {payload:?}");
+            };
+            assert!(detail.contains("move the log away"), "{detail}");
+        }
+        log_with(&log, id, &good);
+        let transaction = database.begin_write().unwrap();
+        assert_eq!(replay(&transaction, &log, id).unwrap(), 1);
+        let messages = transaction.open_table(MESSAGES).unwrap();
+        assert_eq!(messages.get(5).unwrap().unwrap().value(), b"{}");
+    }
 }
