@@ -353,6 +353,11 @@ fn apply_changes(transaction: &WriteTransaction, mut payload: &[u8]) -> Result<(
             1 => Some(take_sized(&mut payload).ok_or_else(malformed)?),
             _ => return Err(malformed()),
         };
+        // redb reads a `&str` key without checking it (it panics on bytes that are not UTF-8).
+        let text_key = table == TableId::Meta as u8 || table == TableId::PushSubscriptions as u8;
+        if text_key && std::str::from_utf8(key).is_err() {
+            return Err(malformed());
+        }
         match table {
             0 => apply(transaction, META, key, value),
             1 => apply(transaction, CONVERSATIONS, key, value),
@@ -421,10 +426,13 @@ mod tests {
             &5u64.to_le_bytes(),
             Some(b"{}"),
         );
+        let mut meta_key_not_utf8 = Vec::new();
+        push_change(&mut meta_key_not_utf8, TableId::Meta, &[0xff, 0xfe], None);
         for payload in [
             &good[..good.len() - 1],
             &[9, 0, 0, 0, 0, 0][..],
             &u64_key_with_9_bytes,
+            &meta_key_not_utf8,
         ] {
             log_with(&log, id, payload);
             let transaction = database.begin_write().unwrap();
