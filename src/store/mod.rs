@@ -7,8 +7,9 @@
 //! through one writer thread that does group commit: it takes a write, then every other write already queued (up to
 //! `MAX_BATCH`), applies them all in one transaction and commits it without an fsync, then appends the batch's
 //! changes to the log (`natter.wal`) with one fdatasync; only after that does any caller hear back, so an acknowledged
-//! message is on disk (now and then a commit is durable itself, and the log starts over). A batch that fails to commit fails every write in it, and nothing of
-//! it is visible: the clients were not told, so they keep their messages and send them again.
+//! message is on disk (now and then a commit is durable itself, and the log starts over). A batch that fails to commit
+//! fails every write in it, and nothing of it stays: the clients were not told, so they keep their messages and send
+//! them again.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -237,7 +238,7 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) `natter.redb` in `data_dir`, brings it up to date from its log (`natter.wal`) and starts the
-    /// writer and log threads.
+    /// writer thread.
     pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
         // Only natter's user may read the conversations: the data dir is made 0700 (the unit also sets UMask=0077).
         let mut builder = std::fs::DirBuilder::new();

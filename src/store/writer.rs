@@ -3,9 +3,8 @@
 //! The thread takes a write, then every other write already queued (up to `MAX_BATCH`), applies them all in one
 //! transaction and commits it without an fsync, then appends the batch's changes to the log (`wal`) with one
 //! fdatasync. Only then does any caller hear back, so an acknowledged message is on disk. Now and then a commit is
-//! durable itself (a checkpoint) and the log starts over. A batch that fails to commit fails
-//! every write in it, and nothing of it is visible: the clients were not told, so they keep their messages and resend
-//! them.
+//! durable itself (a checkpoint) and the log starts over. A batch that fails to commit (or to reach the disk) fails
+//! every write in it, and nothing of it stays: the clients were not told, so they keep their messages and resend them.
 //!
 //! Within a batch each table is opened once, the message counter is read and written once, and each conversation
 //! the batch touches is decoded and encoded once (`Tables`): with a hundred senders, that is most of the writer's
