@@ -913,6 +913,16 @@ mod tests {
             .identify(hash_token("visitor 0"), "Ada".into(), None)
             .await
             .unwrap();
+        let log_mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("natter.wal"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(
+            log_mode & 0o777,
+            0o600,
+            "the log holds the conversations too"
+        );
         let crashed = tempfile::tempdir().unwrap();
         copy_files(dir.path(), crashed.path(), &["natter.redb", "natter.wal"]);
         let bare = tempfile::tempdir().unwrap();

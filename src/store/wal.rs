@@ -21,7 +21,7 @@ use std::borrow::Borrow;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::ops::Deref;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -211,13 +211,15 @@ impl Journal {
     }
 }
 
-/// Creates (or empties) the log file and writes its header; makes both the file and its name durable.
+/// Creates (or empties) the log file (mode 0600: it holds the conversations, like the store) and writes its header;
+/// makes both the file and its name durable.
 fn create(path: &Path, store_id: [u8; 16]) -> std::io::Result<File> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .open(path)?;
     let mut header = [0; HEADER_LEN as usize];
     header[..16].copy_from_slice(MAGIC);
@@ -225,7 +227,10 @@ fn create(path: &Path, store_id: [u8; 16]) -> std::io::Result<File> {
     file.write_all(&header)?;
     file.sync_all()?;
     if let Some(directory) = path.parent() {
-        File::open(directory)?.sync_all()?;
+        // Some file systems refuse to sync a directory; there the file's own sync is all there is.
+        if let Err(error) = File::open(directory).and_then(|directory| directory.sync_all()) {
+            tracing::debug!(%error, "syncing the data dir after creating the log");
+        }
     }
     Ok(file)
 }
