@@ -1858,7 +1858,9 @@ async fn closed_loop(
                 after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
             };
             let writes = delta("natter_store_writes_total");
-            (writes > 0.0).then(|| delta("natter_store_fsyncs_total") / writes)
+            // A natter from before the write-ahead log has no such counter: no figure rather than a false 0.
+            (writes > 0.0 && after.contains_key("natter_store_fsyncs_total"))
+                .then(|| delta("natter_store_fsyncs_total") / writes)
         }
         _ => None,
     };

@@ -979,6 +979,24 @@ mod tests {
         std::fs::write(stale.path().join("natter.wal"), &log).unwrap();
         let store = Store::open(stale.path()).unwrap();
         assert_eq!(store.message_count().unwrap(), sent.len() as u64 + 1);
+        let visitor_1 = store
+            .conversation(next.message.conversation_id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            visitor_1.last_message_id,
+            Some(next.message.id),
+            "the old records did not put the conversation back"
+        );
+        let newest = store
+            .speak(hash_token("visitor 2"), "newest".into(), Uuid::now_v7())
+            .await
+            .unwrap();
+        assert_eq!(
+            newest.message.id,
+            next.message.id + 1,
+            "nor the message counter"
+        );
         store.close().await;
     }
 

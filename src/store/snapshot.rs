@@ -28,11 +28,9 @@ impl Store {
             copy_table(&source, &transaction, SESSIONS)?,
             copy_table(&source, &transaction, PUSH_SUBSCRIPTIONS)?,
         ];
-        // The copy is a store of its own: a log left by the original (say, after a crash, when this backup is
-        // restored) must not be replayed into it.
-        transaction
-            .open_table(META)?
-            .insert(STORE_ID, uuid::Uuid::new_v4().as_bytes().as_slice())?;
+        // The copy is a store of its own: without the original's id it gets one when first opened, so a log left by
+        // the original (say, after a crash, when this backup is restored) is not replayed into it.
+        transaction.open_table(META)?.remove(STORE_ID)?;
         for table in source.list_tables()? {
             if !copied.iter().any(|(name, _)| name == table.name()) {
                 return Err(StoreError::Storage(format!(

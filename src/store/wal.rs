@@ -138,12 +138,12 @@ fn push_change(redo: &mut Vec<u8>, table: TableId, key: &[u8], value: Option<&[u
 /// The writer's log: the file, where the next record goes, and when the next commit must be durable.
 pub(super) struct Journal {
     file: File,
+    /// Where the next record goes: right after the header when nothing since the last checkpoint is in the log.
     offset: u64,
     /// The record being written, kept for its allocation.
     buffer: Vec<u8>,
-    /// The last batch committed (its `seq`), and whether everything up to it is in redb's file.
+    /// The last batch committed (its `seq`).
     seq: u64,
-    durable: bool,
     last_checkpoint: Instant,
 }
 
@@ -158,7 +158,6 @@ impl Journal {
             offset: HEADER_LEN,
             buffer: Vec::new(),
             seq,
-            durable: true,
             last_checkpoint: Instant::now(),
         })
     }
@@ -173,9 +172,9 @@ impl Journal {
         self.offset >= CHECKPOINT_BYTES || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
     }
 
-    /// Whether everything committed so far is in redb's file.
+    /// Whether everything committed so far is in redb's file (every batch since the checkpoint has a record).
     pub(super) fn all_durable(&self) -> bool {
-        self.durable
+        self.offset == HEADER_LEN
     }
 
     /// Takes the batch just committed with `next_seq`: a durable one is a checkpoint, after which the log starts
@@ -187,7 +186,6 @@ impl Journal {
             self.checkpointed();
             return Ok(());
         }
-        self.durable = false;
         self.buffer.clear();
         push_record(&mut self.buffer, self.seq, redo);
         self.file.write_all_at(&self.buffer, self.offset)?;
@@ -199,7 +197,6 @@ impl Journal {
     /// Everything committed is in redb's file: the log starts over at its beginning, over the old records (a crash
     /// before the next record is whole leaves them, and `replay` knows them by their `seq`).
     pub(super) fn checkpointed(&mut self) {
-        self.durable = true;
         self.offset = HEADER_LEN;
         self.last_checkpoint = Instant::now();
     }

@@ -351,7 +351,6 @@ fn commit_batch(
             (outcomes, learned)
         };
         transaction.commit()?;
-        stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         if let Err(error) = journal.committed(durable, &learned.redo) {
             // The batch is visible but not on disk. Make it durable in redb's file instead; if that fails too, the
             // batch fails, and opening the file again forgets it (redb returns to its last durable commit).
@@ -359,9 +358,9 @@ fn commit_batch(
             let mut checkpoint = database.begin_write()?;
             checkpoint.set_durability(Durability::Immediate)?;
             checkpoint.commit()?;
-            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
             journal.checkpointed();
         }
+        stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok((outcomes, learned))
     })();
     match result {
