@@ -129,6 +129,8 @@ struct Size {
     senders: Vec<usize>,
     storm_visitors: usize,
     throughput_window: Duration,
+    /// Throughput: natter, echo and redb runs, interleaved, per sender count (see `throughput_rows`).
+    throughput_rounds: usize,
     redb_window: Duration,
 }
 
@@ -157,6 +159,7 @@ impl Size {
             },
             storm_visitors: options.storm.unwrap_or(if large { 15_000 } else { 5_000 }),
             throughput_window: Duration::from_secs(if large { 15 } else { 4 }),
+            throughput_rounds: if large { 5 } else { 3 },
             redb_window: Duration::from_secs(if large { 5 } else { 2 }),
         }
     }
@@ -1716,7 +1719,6 @@ async fn latency_rows(
 // ---- 3. persisted throughput ----
 
 struct ThroughputRun {
-    acknowledged: u64,
     errors: u64,
     per_second: f64,
     p50: u64,
@@ -1750,6 +1752,34 @@ impl ThroughputRun {
             format!("CPU per message: {}", parts.join(", "))
         }
     }
+}
+
+/// One round of the throughput scenario: natter, then its two ceilings, a few seconds apart.
+struct Round {
+    natter: ThroughputRun,
+    echo: ThroughputRun,
+    /// Raw redb commits in batches of the same size, messages per second.
+    storage: f64,
+}
+
+impl Round {
+    /// The lower ceiling over natter: how many times faster natter could have been in this round.
+    fn ratio(&self) -> f64 {
+        self.storage.min(self.echo.per_second) / self.natter.per_second.max(1e-9)
+    }
+}
+
+/// The round whose `key` is the median (the lower middle one of an even count).
+fn median_by(rounds: &[Round], key: impl Fn(&Round) -> f64) -> &Round {
+    let mut sorted: Vec<&Round> = rounds.iter().collect();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted[(sorted.len() - 1) / 2]
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[(sorted.len() - 1) / 2]
 }
 
 /// `senders` sockets each send a message and wait for its acknowledgement (natter: the visitor's own `message` echo,
@@ -1865,7 +1895,6 @@ async fn closed_loop(
         _ => None,
     };
     Ok(ThroughputRun {
-        acknowledged,
         errors,
         per_second: acknowledged as f64 / (last - started).as_secs_f64().max(1e-9),
         p50: latencies.value_at_quantile(0.5),
@@ -1931,58 +1960,87 @@ async fn throughput_rows(
         None => None,
     };
     for &senders in &size.senders {
-        progress(&format!(
-            "throughput: {senders} natter senders for {:?}",
-            size.throughput_window
-        ));
-        let natter = closed_loop(endpoint, false, senders, size.throughput_window, pid).await?;
-        // A burst of acknowledgements larger than natter's admin queue kicks the dashboard: say so, and reconnect it.
+        // This machine's speed drifts from one minute to the next (the echo ceiling alone has measured 75k-118k msg/s
+        // in consecutive runs), so one natter window against one echo window says little. natter, echo and redb run
+        // in turns, several rounds; each round's ratio compares runs seconds apart, and the row shows the medians.
+        let mut rounds = Vec::with_capacity(size.throughput_rounds);
         let mut admin_kicked = false;
-        if let (Some(fleet), Some(cookie)) = (admin.take(), &cookie) {
-            admin_kicked = fleet.closed.load(Ordering::Relaxed) > 0;
-            if admin_kicked {
-                fleet.close().await;
-                admin = Some(open_admin(cookie).await?);
-            } else {
-                admin = Some(fleet);
+        for round in 1..=size.throughput_rounds {
+            progress(&format!(
+                "throughput: {senders} natter senders for {:?} (round {round} of {})",
+                size.throughput_window, size.throughput_rounds
+            ));
+            let natter = closed_loop(endpoint, false, senders, size.throughput_window, pid).await?;
+            // A burst of acknowledgements larger than natter's admin queue kicks the dashboard: say so, reconnect it.
+            if let (Some(fleet), Some(cookie)) = (admin.take(), &cookie) {
+                if fleet.closed.load(Ordering::Relaxed) > 0 {
+                    admin_kicked = true;
+                    fleet.close().await;
+                    admin = Some(open_admin(cookie).await?);
+                } else {
+                    admin = Some(fleet);
+                }
             }
+            wait_for_no_sockets(endpoint).await;
+            progress(&format!(
+                "throughput: {senders} echo senders, then redb in batches of {senders} (round {round})"
+            ));
+            let echo_run = closed_loop(
+                &echo.endpoint(),
+                true,
+                senders,
+                size.throughput_window,
+                Some(echo.pid()),
+            )
+            .await?;
+            let directory = workspace.to_path_buf();
+            let window = size.redb_window;
+            let storage = tokio::task::spawn_blocking(move || {
+                redb_ceiling(&directory, senders, window).map(|(rate, _)| rate)
+            })
+            .await??;
+            rounds.push(Round {
+                natter,
+                echo: echo_run,
+                storage,
+            });
         }
-        wait_for_no_sockets(endpoint).await;
-        progress(&format!(
-            "throughput: {senders} echo senders, then redb in batches of {senders}"
-        ));
-        let socket_ceiling = closed_loop(
-            &echo.endpoint(),
-            true,
-            senders,
-            size.throughput_window,
-            Some(echo.pid()),
-        )
-        .await?;
-        let directory = workspace.to_path_buf();
-        let window = size.redb_window;
-        let storage_ceiling = tokio::task::spawn_blocking(move || {
-            redb_ceiling(&directory, senders, window).map(|(rate, _)| rate)
-        })
-        .await??;
-        let ceiling = storage_ceiling.min(socket_ceiling.per_second);
+        let natter = median_by(&rounds, |round| round.natter.per_second);
+        let socket_ceiling = median_by(&rounds, |round| round.echo.per_second);
+        let storage_ceiling = median_by(&rounds, |round| round.storage).storage;
+        let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
+        let ratio = median(&ratios);
+        let spread = |rate: fn(&Round) -> f64| {
+            let rates: Vec<f64> = rounds.iter().map(rate).collect();
+            if rates.len() < 2 {
+                String::new()
+            } else {
+                format!(
+                    ", rounds {}–{}",
+                    thousands(rates.iter().copied().fold(f64::INFINITY, f64::min)),
+                    thousands(rates.iter().copied().fold(0.0, f64::max))
+                )
+            }
+        };
         let natter_cell = format!(
-            "{} msg/s acked (ack p50 {} · p99 {} ms){}{}{}{}{}",
-            thousands(natter.per_second),
-            milliseconds(natter.p50),
-            milliseconds(natter.p99),
+            "{} msg/s acked{} (ack p50 {} · p99 {} ms){}{}{}{}{}",
+            thousands(natter.natter.per_second),
+            spread(|round| round.natter.per_second),
+            milliseconds(natter.natter.p50),
+            milliseconds(natter.natter.p99),
             natter
+                .natter
                 .fsyncs_per_message
                 .map_or_else(String::new, |fsyncs| format!("; {fsyncs:.3} fsyncs/msg")),
-            if natter.errors > 0 {
-                format!("; **{} errors**", natter.errors)
-            } else {
-                String::new()
+            match rounds.iter().map(|round| round.natter.errors).sum::<u64>() {
+                0 => String::new(),
+                errors => format!("; **{errors} errors**"),
             },
             natter
+                .natter
                 .cpu
                 .map_or_else(String::new, |cpu| format!("; server CPU {cpu:.0}%")),
-            match natter.cpu_per_message("natter") {
+            match natter.natter.cpu_per_message("natter") {
                 text if text.is_empty() => text,
                 text => format!("; {text}"),
             },
@@ -1993,15 +2051,30 @@ async fn throughput_rows(
             },
         );
         let ceiling_cell = format!(
-            "redb batches of {senders}: {} msg/s; echo: {} msg/s ({})",
+            "redb batches of {senders}: {} msg/s; echo: {} msg/s{} ({})",
             thousands(storage_ceiling),
-            thousands(socket_ceiling.per_second),
-            socket_ceiling.cpu_per_message("echo server")
+            thousands(socket_ceiling.echo.per_second),
+            spread(|round| round.echo.per_second),
+            socket_ceiling.echo.cpu_per_message("echo server")
+        );
+        let ratio_cell = format!(
+            "{} of the lower{}",
+            times(ratio, 1.0),
+            if ratios.len() < 2 {
+                String::new()
+            } else {
+                format!(
+                    " (median of {} rounds; {}–{})",
+                    ratios.len(),
+                    times(ratios.iter().copied().fold(f64::INFINITY, f64::min), 1.0),
+                    times(ratios.iter().copied().fold(0.0, f64::max), 1.0)
+                )
+            }
         );
         let target = if senders == 100 {
             format!(
                 "≥ 20,000 msg/s, ≤ 2x ceiling: {}",
-                verdict(natter.per_second >= 20_000.0 && ceiling / natter.per_second <= 2.0)
+                verdict(natter.natter.per_second >= 20_000.0 && ratio <= 2.0)
             )
         } else {
             String::new()
@@ -2014,11 +2087,10 @@ async fn throughput_rows(
             ),
             &natter_cell,
             &ceiling_cell,
-            &format!("{} of the lower", times(ceiling, natter.per_second)),
+            &ratio_cell,
             &target,
             &size.command(&format!("--scenario throughput --senders {senders}")),
         ]);
-        let _ = natter.acknowledged;
     }
     if let Some(admin) = admin {
         admin.close().await;
