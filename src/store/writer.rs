@@ -20,6 +20,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::record;
 use super::wal::{Journal, Logged, TableId, WAL_SEQ};
 use super::{
     decode, encode, prepare, read_u64, Appended, Conversation, Message, Page, Sender, Session,
@@ -528,10 +529,13 @@ impl<'txn, 'r> Tables<'txn, 'r> {
                 next.to_le_bytes().as_slice(),
             )?;
         }
+        let mut bytes = Vec::new();
         for key in std::mem::take(&mut self.dirty) {
             if let Some(Some(conversation)) = self.touched.get(&key) {
+                bytes.clear();
+                record::encode(conversation, &mut bytes);
                 self.conversations
-                    .insert(&mut self.redo, key, encode(conversation).as_slice())?;
+                    .insert(&mut self.redo, key, bytes.as_slice())?;
             }
         }
         Ok(Learned {
@@ -779,7 +783,7 @@ impl<'txn, 'r> Tables<'txn, 'r> {
         let stored = self
             .conversations
             .get(key)?
-            .map(|value| decode::<Conversation>(value.value()))
+            .map(|value| record::decode(value.value()))
             .transpose()?;
         self.touched.insert(key, stored.clone());
         Ok(stored)
