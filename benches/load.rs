@@ -1776,6 +1776,15 @@ fn median_by(rounds: &[Round], key: impl Fn(&Round) -> f64) -> &Round {
     sorted[(sorted.len() - 1) / 2]
 }
 
+/// The lowest and highest of several values; `None` for fewer than two.
+fn range(values: &[f64]) -> Option<(f64, f64)> {
+    (values.len() > 1).then(|| {
+        let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (low, high)
+    })
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -2012,14 +2021,9 @@ async fn throughput_rows(
         let ratio = median(&ratios);
         let spread = |rate: fn(&Round) -> f64| {
             let rates: Vec<f64> = rounds.iter().map(rate).collect();
-            if rates.len() < 2 {
-                String::new()
-            } else {
-                format!(
-                    ", rounds {}–{}",
-                    thousands(rates.iter().copied().fold(f64::INFINITY, f64::min)),
-                    thousands(rates.iter().copied().fold(0.0, f64::max))
-                )
+            match range(&rates) {
+                Some((low, high)) => format!(", rounds {}–{}", thousands(low), thousands(high)),
+                None => String::new(),
             }
         };
         let natter_cell = format!(
@@ -2058,17 +2062,11 @@ async fn throughput_rows(
             socket_ceiling.echo.cpu_per_message("echo server")
         );
         let ratio_cell = format!(
-            "{} of the lower{}",
-            times(ratio, 1.0),
-            if ratios.len() < 2 {
-                String::new()
-            } else {
-                format!(
-                    " (median of {} rounds; {}–{})",
-                    ratios.len(),
-                    times(ratios.iter().copied().fold(f64::INFINITY, f64::min), 1.0),
-                    times(ratios.iter().copied().fold(0.0, f64::max), 1.0)
-                )
+            "{ratio:.1}x of the lower{}",
+            match range(&ratios) {
+                Some((low, high)) =>
+                    format!(" (median of {} rounds; {low:.1}x–{high:.1}x)", ratios.len()),
+                None => String::new(),
             }
         );
         let target = if senders == 100 {

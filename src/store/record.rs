@@ -4,7 +4,8 @@
 //!
 //! Layout, little-endian: `FORMAT`, id (16 bytes), token hash (32), unread count (u32), last message id (u64, 0 when
 //! there is none: message ids start at 1), created and updated at (i64 each), admin and visitor read up to (u64 each),
-//! a byte of `Texts` flags, then each text the flags name, in that order, as its length (u32) and UTF-8 bytes.
+//! a byte of flags (`NAME`, `EMAIL`, `PAGE`), then each text they name, in that order (a page is three: url, title,
+//! referrer), as its length (u32) and UTF-8 bytes.
 //!
 //! Records of older stores are JSON (they start with `{`); they are read as such, and the next change to a
 //! conversation writes it in this form.
@@ -14,7 +15,6 @@ use uuid::Uuid;
 use super::{Conversation, Page, StoreError};
 
 const FORMAT: u8 = 1;
-const FIXED_LEN: usize = 1 + 16 + 32 + 4 + 8 + 8 + 8 + 8 + 8 + 1;
 
 /// Which texts follow the fixed fields.
 const NAME: u8 = 1;
@@ -22,10 +22,6 @@ const EMAIL: u8 = 2;
 const PAGE: u8 = 4;
 
 pub(super) fn encode(conversation: &Conversation, out: &mut Vec<u8>) {
-    let texts = [
-        conversation.visitor_name.as_deref(),
-        conversation.email.as_deref(),
-    ];
     out.push(FORMAT);
     out.extend_from_slice(conversation.id.as_bytes());
     out.extend_from_slice(&conversation.token_hash);
@@ -35,40 +31,34 @@ pub(super) fn encode(conversation: &Conversation, out: &mut Vec<u8>) {
     out.extend_from_slice(&conversation.updated_at.to_le_bytes());
     out.extend_from_slice(&conversation.admin_read_up_to.to_le_bytes());
     out.extend_from_slice(&conversation.visitor_read_up_to.to_le_bytes());
-    let flags = texts
+    let flag = |present: bool, flag: u8| if present { flag } else { 0 };
+    out.push(
+        flag(conversation.visitor_name.is_some(), NAME)
+            | flag(conversation.email.is_some(), EMAIL)
+            | flag(conversation.page.is_some(), PAGE),
+    );
+    let page = conversation
+        .page
         .iter()
-        .zip([NAME, EMAIL])
-        .filter(|(text, _)| text.is_some())
-        .fold(0, |flags, (_, flag)| flags | flag)
-        | if conversation.page.is_some() { PAGE } else { 0 };
-    out.push(flags);
-    for text in texts.into_iter().flatten() {
-        push_text(out, text);
+        .flat_map(|page| [&page.url, &page.title, &page.referrer]);
+    for text in conversation
+        .visitor_name
+        .iter()
+        .chain(&conversation.email)
+        .chain(page)
+    {
+        // Every text natter stores is a few KiB at most (the protocol's limits), far below u32::MAX.
+        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
     }
-    if let Some(page) = &conversation.page {
-        for text in [&page.url, &page.title, &page.referrer] {
-            push_text(out, text);
-        }
-    }
-}
-
-fn push_text(out: &mut Vec<u8>, text: &str) {
-    // Every text natter stores is a few KiB at most (the protocol's limits), far below u32::MAX.
-    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-    out.extend_from_slice(text.as_bytes());
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<Conversation, StoreError> {
     if bytes.first() == Some(&b'{') {
         return super::decode(bytes);
     }
-    let malformed =
-        |what: &str| StoreError::Storage(format!("a stored conversation does not decode: {what}"));
     if bytes.first() != Some(&FORMAT) {
         return Err(malformed("unknown format"));
-    }
-    if bytes.len() < FIXED_LEN {
-        return Err(malformed("too short"));
     }
     let mut reader = Reader { bytes, at: 1 };
     let id = Uuid::from_bytes(reader.array()?);
@@ -118,6 +108,10 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Conversation, StoreError> {
     })
 }
 
+fn malformed(what: &str) -> StoreError {
+    StoreError::Storage(format!("a stored conversation does not decode: {what}"))
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -129,9 +123,7 @@ impl Reader<'_> {
             .at
             .checked_add(length)
             .filter(|&end| end <= self.bytes.len())
-            .ok_or_else(|| {
-                StoreError::Storage("a stored conversation does not decode: cut short".into())
-            })?;
+            .ok_or_else(|| malformed("cut short"))?;
         let taken = &self.bytes[self.at..end];
         self.at = end;
         Ok(taken)
@@ -144,15 +136,16 @@ impl Reader<'_> {
     fn text(&mut self) -> Result<String, StoreError> {
         let length = u32::from_le_bytes(self.array()?) as usize;
         let bytes = self.take(length)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| {
-            StoreError::Storage("a stored conversation does not decode: a text is not UTF-8".into())
-        })
+        String::from_utf8(bytes.to_vec()).map_err(|_| malformed("a text is not UTF-8"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The record without texts: `FORMAT` and the fixed fields, with the flags byte.
+    const FIXED_LEN: usize = 1 + 16 + 32 + 4 + 8 + 8 + 8 + 8 + 8 + 1;
 
     fn conversation(texts: bool) -> Conversation {
         Conversation {
