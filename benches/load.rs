@@ -7,7 +7,9 @@
 //!
 //! - the socket ceiling is a minimal fastwebsockets echo server on the same hyper stack, with no parsing and no
 //!   storage; it runs as a second process (this same executable, started with `--echo-server`);
-//! - the storage ceiling is raw redb: batches of messages of natter's size committed with `Durability::Immediate`.
+//! - the storage ceiling is raw redb: batches of messages of natter's size committed with `Durability::Immediate`;
+//! - for persisted throughput, the two in one server: the echo server committing each frame to redb (group commit,
+//!   fsynced) before it echoes it, with no parsing and nothing else (`--echo-server --echo-store FILE`).
 //!
 //! Scenarios: static figures (binary size, start-up, idle RSS, `widget.js` gzipped), idle capacity, visitor → admin
 //! latency at fixed open-loop rates, persisted throughput with closed-loop senders, and a reconnect storm after a
@@ -109,6 +111,9 @@ struct Options {
     /// Internal: run as the echo server (the socket ceiling) and print its address.
     #[arg(long, hide = true)]
     echo_server: bool,
+    /// Internal: with --echo-server, commit every frame to a redb file here (group commit, fsynced) before echoing it.
+    #[arg(long, hide = true, value_name = "FILE")]
+    echo_store: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -180,7 +185,7 @@ impl Size {
 fn main() -> ExitCode {
     let options = Options::parse();
     let result = if options.echo_server {
-        echo_server::run()
+        echo_server::run(options.echo_store.as_deref())
     } else if !options.bench && options.url.is_none() {
         println!("the load benchmark runs under `cargo bench --bench load`; nothing to do here");
         Ok(())
@@ -268,7 +273,7 @@ async fn benchmark(options: Options) -> anyhow::Result<()> {
     .into_iter()
     .any(wanted);
     let echo = if needs_echo {
-        Some(EchoServer::start()?)
+        Some(EchoServer::start(None)?)
     } else {
         None
     };
@@ -650,9 +655,14 @@ struct EchoServer {
 }
 
 impl EchoServer {
-    fn start() -> anyhow::Result<EchoServer> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("--echo-server")
+    /// `store`: commit every frame to a redb file there before echoing it.
+    fn start(store: Option<&Path>) -> anyhow::Result<EchoServer> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("--echo-server");
+        if let Some(store) = store {
+            command.arg("--echo-store").arg(store);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -687,11 +697,33 @@ impl Drop for EchoServer {
 
 mod echo_server {
     //! A WebSocket echo server on the same stack as natter (tokio, hyper's HTTP/1.1 upgrade, fastwebsockets), with no
-    //! parsing, no state and no storage: what a socket costs before natter does anything with it.
+    //! parsing, no state and no storage: what a socket costs before natter does anything with it. With a store, it
+    //! also commits each frame to redb before echoing it, in group commits like natter's writer: what a socket and a
+    //! durable write cost together, with nothing else.
 
     use super::*;
+    use tokio::sync::oneshot;
 
-    pub fn run() -> anyhow::Result<()> {
+    const FRAMES: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("frames");
+
+    /// A frame to commit, and who waits for it.
+    type Pending = (Vec<u8>, oneshot::Sender<()>);
+
+    pub fn run(store: Option<&Path>) -> anyhow::Result<()> {
+        let committer = match store {
+            Some(path) => {
+                let database = redb::Database::create(path)?;
+                let (queue, pending) = mpsc::channel::<Pending>(4096);
+                std::thread::spawn(move || {
+                    if let Err(error) = commit_frames(&database, pending) {
+                        eprintln!("echo server: {error:#}");
+                        std::process::exit(1);
+                    }
+                });
+                Some(queue)
+            }
+            None => None,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
@@ -709,19 +741,22 @@ mod echo_server {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
+                let committer = committer.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        |mut request: http::Request<Incoming>| async move {
-                            let (response, upgrade) =
-                                fastwebsockets::upgrade::upgrade(&mut request)?;
-                            tokio::spawn(async move {
-                                if let Ok(socket) = upgrade.await {
-                                    let _ = echo(socket).await;
-                                }
-                            });
-                            Ok::<_, WebSocketError>(response)
-                        },
-                    );
+                    let service =
+                        hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+                            let committer = committer.clone();
+                            async move {
+                                let (response, upgrade) =
+                                    fastwebsockets::upgrade::upgrade(&mut request)?;
+                                tokio::spawn(async move {
+                                    if let Ok(socket) = upgrade.await {
+                                        let _ = echo(socket, committer).await;
+                                    }
+                                });
+                                Ok::<_, WebSocketError>(response)
+                            }
+                        });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
@@ -731,15 +766,60 @@ mod echo_server {
         })
     }
 
-    async fn echo(mut socket: Socket) -> Result<(), WebSocketError> {
+    async fn echo(
+        mut socket: Socket,
+        committer: Option<mpsc::Sender<Pending>>,
+    ) -> Result<(), WebSocketError> {
         loop {
             let frame = socket.read_frame().await?;
             match frame.opcode {
-                OpCode::Text | OpCode::Binary => socket.write_frame(frame).await?,
+                OpCode::Text | OpCode::Binary => {
+                    if let Some(committer) = &committer {
+                        let (done, committed) = oneshot::channel();
+                        if committer
+                            .send((frame.payload.to_vec(), done))
+                            .await
+                            .is_err()
+                            || committed.await.is_err()
+                        {
+                            return Ok(());
+                        }
+                    }
+                    socket.write_frame(frame).await?
+                }
                 OpCode::Close => return Ok(()),
                 _ => {}
             }
         }
+    }
+
+    /// Takes a frame, then every other frame already waiting, inserts them all in one transaction, commits it with
+    /// an fsync (`Durability::Immediate`), and only then lets their sockets echo them.
+    fn commit_frames(
+        database: &redb::Database,
+        mut pending: mpsc::Receiver<Pending>,
+    ) -> anyhow::Result<()> {
+        let mut batch = Vec::new();
+        let mut next = 0u64;
+        while let Some(first) = pending.blocking_recv() {
+            batch.push(first);
+            while let Ok(more) = pending.try_recv() {
+                batch.push(more);
+            }
+            let transaction = database.begin_write()?;
+            {
+                let mut frames = transaction.open_table(FRAMES)?;
+                for (payload, _) in &batch {
+                    frames.insert(next, payload.as_slice())?;
+                    next += 1;
+                }
+            }
+            transaction.commit()?;
+            for (_, done) in batch.drain(..) {
+                let _ = done.send(());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1754,17 +1834,26 @@ impl ThroughputRun {
     }
 }
 
-/// One round of the throughput scenario: natter, then its two ceilings, a few seconds apart.
+/// One round of the throughput scenario: natter, then its ceilings, a few seconds apart.
 struct Round {
     natter: ThroughputRun,
     echo: ThroughputRun,
+    /// The echo server committing each frame to redb before echoing it.
+    durable_echo: ThroughputRun,
     /// Raw redb commits in batches of the same size, messages per second.
     storage: f64,
 }
 
 impl Round {
-    /// The lower ceiling over natter: how many times faster natter could have been in this round.
+    /// How many times faster than natter the durable echo was in this round: natter's ceiling for persisted
+    /// throughput, as it pays for a socket and a durable write per message, like natter, and for nothing else.
     fn ratio(&self) -> f64 {
+        self.durable_echo.per_second / self.natter.per_second.max(1e-9)
+    }
+
+    /// The same against the lower of the two single ceilings (the bare echo, raw redb), which each pay for only half
+    /// of that.
+    fn single_ratio(&self) -> f64 {
         self.storage.min(self.echo.per_second) / self.natter.per_second.max(1e-9)
     }
 }
@@ -1957,6 +2046,7 @@ async fn throughput_rows(
     pid: Option<u32>,
     workspace: &Path,
 ) -> anyhow::Result<()> {
+    let durable_echo = EchoServer::start(Some(&workspace.join("durable-echo.redb")))?;
     // The owner's dashboard is open, as it would be: every message also fans out to it.
     let cookie = match password {
         Some(password) => Some(login(endpoint, password).await?),
@@ -1992,7 +2082,7 @@ async fn throughput_rows(
             }
             wait_for_no_sockets(endpoint).await;
             progress(&format!(
-                "throughput: {senders} echo senders, then redb in batches of {senders} (round {round})"
+                "throughput: {senders} echo senders, durable echo senders, then redb in batches of {senders} (round {round})"
             ));
             let echo_run = closed_loop(
                 &echo.endpoint(),
@@ -2000,6 +2090,14 @@ async fn throughput_rows(
                 senders,
                 size.throughput_window,
                 Some(echo.pid()),
+            )
+            .await?;
+            let durable_echo_run = closed_loop(
+                &durable_echo.endpoint(),
+                true,
+                senders,
+                size.throughput_window,
+                Some(durable_echo.pid()),
             )
             .await?;
             let directory = workspace.to_path_buf();
@@ -2011,14 +2109,17 @@ async fn throughput_rows(
             rounds.push(Round {
                 natter,
                 echo: echo_run,
+                durable_echo: durable_echo_run,
                 storage,
             });
         }
         let natter = median_by(&rounds, |round| round.natter.per_second);
         let socket_ceiling = median_by(&rounds, |round| round.echo.per_second);
+        let durable_ceiling = median_by(&rounds, |round| round.durable_echo.per_second);
         let storage_ceiling = median_by(&rounds, |round| round.storage).storage;
         let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
         let ratio = median(&ratios);
+        let single_ratios: Vec<f64> = rounds.iter().map(Round::single_ratio).collect();
         let spread = |rate: fn(&Round) -> f64| {
             let rates: Vec<f64> = rounds.iter().map(rate).collect();
             match range(&rates) {
@@ -2055,19 +2156,27 @@ async fn throughput_rows(
             },
         );
         let ceiling_cell = format!(
-            "redb batches of {senders}: {} msg/s; echo: {} msg/s{} ({})",
-            thousands(storage_ceiling),
+            "durable echo: {} msg/s{} (ack p50 {} · p99 {} ms; {}); echo: {} msg/s{} ({}); redb batches of {senders}: {} msg/s",
+            thousands(durable_ceiling.durable_echo.per_second),
+            spread(|round| round.durable_echo.per_second),
+            milliseconds(durable_ceiling.durable_echo.p50),
+            milliseconds(durable_ceiling.durable_echo.p99),
+            durable_ceiling.durable_echo.cpu_per_message("server"),
             thousands(socket_ceiling.echo.per_second),
             spread(|round| round.echo.per_second),
-            socket_ceiling.echo.cpu_per_message("echo server")
+            socket_ceiling.echo.cpu_per_message("echo server"),
+            thousands(storage_ceiling),
         );
+        let rounds_of = |ratios: &[f64]| match range(ratios) {
+            Some((low, high)) => format!(" (rounds {low:.1}x–{high:.1}x)"),
+            None => String::new(),
+        };
         let ratio_cell = format!(
-            "{ratio:.1}x of the lower{}",
-            match range(&ratios) {
-                Some((low, high)) =>
-                    format!(" (median of {} rounds; {low:.1}x–{high:.1}x)", ratios.len()),
-                None => String::new(),
-            }
+            "{ratio:.1}x of the durable echo{}; {:.1}x of the lower of echo and redb{} (medians of {} rounds)",
+            rounds_of(&ratios),
+            median(&single_ratios),
+            rounds_of(&single_ratios),
+            rounds.len(),
         );
         let target = if senders == 100 {
             format!(
