@@ -16,6 +16,7 @@
 
 use std::convert::Infallible;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -346,9 +347,11 @@ async fn download(stream: UnixStream, target: &Path) -> anyhow::Result<()> {
             String::from_utf8_lossy(&text).trim()
         );
     }
+    // Only the user taking the backup may read it: it holds every conversation.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(target)
         .with_context(|| format!("cannot create {}", target.display()))?;
     // hyper checks the body against Content-Length, so a server that stops half-way is an error here, not a short file.

@@ -236,6 +236,23 @@ pub struct StoreStats {
     pub failed_commits: AtomicU64,
 }
 
+/// Creates the file at `path` readable and writable by natter's user only (mode 0600), unless it exists; redb sets an
+/// empty file up as a new store. A store, a snapshot and a backup hold every conversation, so other users of the
+/// machine may not read them, whatever the umask.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     file: Arc<StoreFile>,
@@ -259,6 +276,9 @@ impl Store {
             )
         })?;
         let path = data_dir.join("natter.redb");
+        create_private(&path).map_err(|error| {
+            anyhow::anyhow!("cannot create the store {}: {error}", path.display())
+        })?;
         let database = Database::create(&path).map_err(|error| match error {
             redb::DatabaseError::DatabaseAlreadyOpen => anyhow::anyhow!(
                 "{} is already open in another natter process; stop it first (one process per data dir)",
@@ -991,6 +1011,16 @@ mod tests {
             log_mode & 0o777,
             0o600,
             "the log holds the conversations too"
+        );
+        let store_mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("natter.redb"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(
+            store_mode & 0o777,
+            0o600,
+            "only natter's user reads the store"
         );
         let crashed = tempfile::tempdir().unwrap();
         copy_files(dir.path(), crashed.path(), &["natter.redb", "natter.wal"]);

@@ -16,6 +16,9 @@ impl Store {
     pub fn snapshot_to(&self, destination: &Path) -> Result<SnapshotSummary, StoreError> {
         use redb::TableHandle;
         let source = self.read()?;
+        super::create_private(destination).map_err(|error| {
+            StoreError::Storage(format!("cannot create {}: {error}", destination.display()))
+        })?;
         let target = Database::create(destination)?;
         let transaction = target.begin_write()?;
         let copied = [

@@ -427,6 +427,13 @@ async fn a_backup_taken_while_a_visitor_writes_restores_every_acknowledged_messa
         natter(&["backup", file.to_str().unwrap(), "--data-dir", &data_dir]).await;
     assert!(ok, "backup failed: {stderr}");
     assert!(stderr.contains("from the running server"), "{stderr}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "a backup holds every conversation: only its owner may read it"
+    );
     let after_backup: Vec<u64> = acknowledged_before.borrow().clone();
     assert!(
         after_backup.len() > before_backup.len(),
