@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target for SECONDS each (default 20): the WebSocket frame reader, the command decoder, the
-# origin matcher, the session cookie parser and the push-subscription validator. Installs cargo-fuzz when missing.
+# origin matcher, the session cookie parser, the push-subscription validator, and the decoders of the store's own
+# files (a conversation record, a record of the log). Installs cargo-fuzz when missing.
 # cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP=1 lets the stable toolchain (the only one here) provide them.
 set -euo pipefail
 seconds="${1:-20}"

@@ -26,6 +26,8 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod record;
 mod snapshot;
 mod wal;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{Conversation, Page, StoreError};
 
-const FORMAT: u8 = 1;
+pub(super) const FORMAT: u8 = 1;
 
 /// Which texts follow the fixed fields.
 const NAME: u8 = 1;
