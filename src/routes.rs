@@ -231,6 +231,9 @@ async fn delete_conversation(app: &Arc<App>, id: Uuid) -> Result<Response<Body>,
         .delete_conversation(id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such conversation"))?;
+    if let Err(error) = crate::push::conversation_deleted(app, id).await {
+        tracing::warn!(?error, conversation = %id, "the deleted conversation's push subscriptions were kept");
+    }
     app.hub.to_visitor(
         &conversation.token_hash,
         &event(json!({ "type": "deleted" })),

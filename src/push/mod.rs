@@ -31,7 +31,7 @@ use crate::cable::Body;
 use crate::config::{Config, PushWhen};
 use crate::error::ApiError;
 use crate::routes::{self, json_response};
-use crate::store::{hash_token, Conversation, Message, Sender, Store};
+use crate::store::{hash_token, Conversation, Message, Sender, Store, StoreError};
 
 pub use sender::MAX_IN_FLIGHT;
 use subscription::{AddressPolicy, Audience, Subscription, SubscriptionJson};
@@ -372,6 +372,19 @@ pub async fn unsubscribe(
         .status(StatusCode::NO_CONTENT)
         .body(Body::new(Bytes::new()))
         .expect("valid response"))
+}
+
+/// After the owner deleted a conversation: its visitor's devices were subscribed for a conversation that is gone.
+/// Their subscriptions go too, as the rest of the visitor's data did; kept, they would hold the endpoint, so the same
+/// browser could not opt in to the visitor's next conversation, and count against the limits for good.
+pub async fn conversation_deleted(app: &App, conversation_id: Uuid) -> Result<(), StoreError> {
+    for (endpoint, json) in app.store.push_subscriptions()? {
+        let audience = serde_json::from_slice::<Subscription>(&json).map(|stored| stored.audience);
+        if audience.is_ok_and(|audience| audience == Audience::Visitor(conversation_id)) {
+            app.store.delete_push_subscription(&endpoint).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The conversation of a visitor token sent over HTTP (the token is the visitor's secret, as on the socket).

@@ -605,6 +605,60 @@ async fn a_visitor_who_opted_in_gets_the_reply_only_while_their_chat_is_closed()
 }
 
 #[tokio::test]
+async fn deleting_a_conversation_forgets_its_visitors_subscription_so_the_same_browser_can_opt_in_again(
+) {
+    let fake = FakePushService::start(Reply::Status(201, None)).await;
+    let app = push_app().await;
+    let cookie = app.login().await;
+    let token = uuid();
+    let mut visitor = subscribed_visitor(&app, &token).await;
+    let origin = app.origin();
+    let visitor_headers = [
+        ("origin", origin.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let opt_in = json!({
+        "subscription": subscription_json(&fake.endpoint("/push/visitor"), &browser_keys()),
+        "visitor_token": token,
+    });
+
+    let first = speak(&mut visitor, "Hello?").await;
+    let subscribed = app
+        .http(
+            "POST",
+            "/push_subscriptions",
+            &visitor_headers,
+            Some(opt_in.clone()),
+        )
+        .await;
+    assert_eq!(subscribed.status, 201, "{}", subscribed.text());
+    let conversation_id = first["conversation_id"].as_str().unwrap();
+    let deleted = app
+        .http(
+            "DELETE",
+            &format!("/conversations/{conversation_id}"),
+            &owner_headers(&origin, &cookie),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+
+    // The visitor comes back on the same browser: a new conversation, which that browser may opt in to. Before,
+    // the deleted conversation's subscription kept the endpoint ("subscribed already") for good.
+    let second = speak(&mut visitor, "Hello again").await;
+    assert_ne!(second["conversation_id"], first["conversation_id"]);
+    let again = app
+        .http(
+            "POST",
+            "/push_subscriptions",
+            &visitor_headers,
+            Some(opt_in),
+        )
+        .await;
+    assert_eq!(again.status, 201, "{}", again.text());
+}
+
+#[tokio::test]
 async fn gone_and_not_found_delete_the_subscription() {
     let fake = FakePushService::start(Reply::Status(201, None)).await;
     fake.script("/push/a-gone", &[Reply::Status(410, None)]);
