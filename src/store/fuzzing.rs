@@ -25,7 +25,11 @@ pub fn log_record(payload: &[u8]) -> bool {
     transaction.commit().expect("an in-memory commit succeeds");
     let reader = database.begin_read().expect("a read transaction starts");
     if let Ok(conversations) = reader.open_table(super::CONVERSATIONS) {
-        for (_, record) in conversations.range::<u128>(..).expect("a range reads").flatten() {
+        for (_, record) in conversations
+            .range::<u128>(..)
+            .expect("a range reads")
+            .flatten()
+        {
             let _ = super::record::decode(record.value());
         }
     }

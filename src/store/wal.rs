@@ -336,7 +336,10 @@ fn read_record(bytes: &[u8], at: usize) -> Option<(u64, &[u8], usize)> {
     (hasher.finalize() == crc).then(|| (read_u64(seq_bytes), payload, start + length))
 }
 
-pub(super) fn apply_changes(transaction: &WriteTransaction, mut payload: &[u8]) -> Result<(), StoreError> {
+pub(super) fn apply_changes(
+    transaction: &WriteTransaction,
+    mut payload: &[u8],
+) -> Result<(), StoreError> {
     let malformed = || StoreError::Storage("a record in the store's log is malformed".into());
     fn take<'a>(payload: &mut &'a [u8], length: usize) -> Option<&'a [u8]> {
         let (taken, rest) = (payload.get(..length)?, payload.get(length..)?);
