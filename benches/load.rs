@@ -686,6 +686,11 @@ impl EchoServer {
     fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// `senders` closed-loop senders through this server for `window`.
+    async fn closed_loop(&self, senders: usize, window: Duration) -> anyhow::Result<ThroughputRun> {
+        closed_loop(&self.endpoint(), true, senders, window, Some(self.pid())).await
+    }
 }
 
 impl Drop for EchoServer {
@@ -2084,22 +2089,10 @@ async fn throughput_rows(
             progress(&format!(
                 "throughput: {senders} echo senders, durable echo senders, then redb in batches of {senders} (round {round})"
             ));
-            let echo_run = closed_loop(
-                &echo.endpoint(),
-                true,
-                senders,
-                size.throughput_window,
-                Some(echo.pid()),
-            )
-            .await?;
-            let durable_echo_run = closed_loop(
-                &durable_echo.endpoint(),
-                true,
-                senders,
-                size.throughput_window,
-                Some(durable_echo.pid()),
-            )
-            .await?;
+            let echo_run = echo.closed_loop(senders, size.throughput_window).await?;
+            let durable_echo_run = durable_echo
+                .closed_loop(senders, size.throughput_window)
+                .await?;
             let directory = workspace.to_path_buf();
             let window = size.redb_window;
             let storage = tokio::task::spawn_blocking(move || {

@@ -1004,25 +1004,19 @@ mod tests {
             .identify(hash_token("visitor 0"), "Ada".into(), None)
             .await
             .unwrap();
-        let log_mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(dir.path().join("natter.wal"))
-                .unwrap()
-                .permissions(),
-        );
+        let mode = |name: &str| {
+            let metadata = std::fs::metadata(dir.path().join(name)).unwrap();
+            std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o777
+        };
         assert_eq!(
-            log_mode & 0o777,
-            0o600,
-            "the log holds the conversations too"
-        );
-        let store_mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(dir.path().join("natter.redb"))
-                .unwrap()
-                .permissions(),
-        );
-        assert_eq!(
-            store_mode & 0o777,
+            mode("natter.redb"),
             0o600,
             "only natter's user reads the store"
+        );
+        assert_eq!(
+            mode("natter.wal"),
+            0o600,
+            "the log holds the conversations too"
         );
         let crashed = tempfile::tempdir().unwrap();
         copy_files(dir.path(), crashed.path(), &["natter.redb", "natter.wal"]);

@@ -293,6 +293,11 @@ async fn subscribe_owner(
     keys
 }
 
+/// A write with no session: from `origin`, JSON (a visitor's from natter's own origin, as the notify page sends it).
+fn json_headers(origin: &str) -> [(&str, &str); 2] {
+    [("origin", origin), ("content-type", "application/json")]
+}
+
 /// An admin write: natter's own origin, JSON, the session cookie.
 fn owner_headers<'a>(origin: &'a str, cookie: &'a str) -> [(&'a str, &'a str); 3] {
     [
@@ -492,10 +497,7 @@ async fn a_visitor_who_opted_in_gets_the_reply_only_while_their_chat_is_closed()
     let token = uuid();
     let mut visitor = subscribed_visitor(&app, &token).await;
     let origin = app.origin();
-    let visitor_headers = [
-        ("origin", origin.as_str()),
-        ("content-type", "application/json"),
-    ];
+    let visitor_headers = json_headers(&origin);
 
     let keys = browser_keys();
     let subscription = subscription_json(&fake.endpoint("/push/visitor"), &keys);
@@ -529,7 +531,7 @@ async fn a_visitor_who_opted_in_gets_the_reply_only_while_their_chat_is_closed()
         .http(
             "POST",
             "/push_subscriptions",
-            &[("origin", BLOG), ("content-type", "application/json")],
+            &json_headers(BLOG),
             Some(json!({"subscription": subscription, "visitor_token": token})),
         )
         .await;
@@ -613,10 +615,7 @@ async fn deleting_a_conversation_forgets_its_visitors_subscription_so_the_same_b
     let token = uuid();
     let mut visitor = subscribed_visitor(&app, &token).await;
     let origin = app.origin();
-    let visitor_headers = [
-        ("origin", origin.as_str()),
-        ("content-type", "application/json"),
-    ];
+    let visitor_headers = json_headers(&origin);
     let opt_in = json!({
         "subscription": subscription_json(&fake.endpoint("/push/visitor"), &browser_keys()),
         "visitor_token": token,
@@ -846,10 +845,7 @@ async fn subscriptions_are_checked_at_the_door() {
         .http(
             "POST",
             "/push_subscriptions",
-            &[
-                ("origin", origin.as_str()),
-                ("content-type", "application/json"),
-            ],
+            &json_headers(&origin),
             Some(public.clone()),
         )
         .await;
