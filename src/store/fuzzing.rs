@@ -13,18 +13,20 @@ pub fn conversation_record(bytes: &[u8]) -> Option<Vec<u8>> {
 /// The format byte that starts a binary conversation record (older records are JSON).
 pub const BINARY_RECORD: u8 = super::record::FORMAT;
 
-/// Applies the changes of one log record (the payload `wal` writes for a batch) to a new in-memory store, as a replay
-/// does, then reads back every conversation and message; answers whether the changes applied.
+/// Applies the changes of one log record (the payload `wal` writes for a batch) to an in-memory store, as a replay
+/// does, then reads back every conversation and message; answers whether the changes applied. The store is made once
+/// and every input's transaction is aborted, so each input starts from the same empty store.
 pub fn log_record(payload: &[u8]) -> bool {
-    use redb::ReadableDatabase;
-    let database = redb::Database::builder()
-        .create_with_backend(redb::backends::InMemoryBackend::new())
-        .expect("an in-memory store opens");
+    use redb::ReadableTable;
+    static DATABASE: std::sync::OnceLock<redb::Database> = std::sync::OnceLock::new();
+    let database = DATABASE.get_or_init(|| {
+        redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("an in-memory store opens")
+    });
     let transaction = database.begin_write().expect("a write transaction starts");
     let applied = super::wal::apply_changes(&transaction, payload).is_ok();
-    transaction.commit().expect("an in-memory commit succeeds");
-    let reader = database.begin_read().expect("a read transaction starts");
-    if let Ok(conversations) = reader.open_table(super::CONVERSATIONS) {
+    if let Ok(conversations) = transaction.open_table(super::CONVERSATIONS) {
         for (_, record) in conversations
             .range::<u128>(..)
             .expect("a range reads")
@@ -33,10 +35,11 @@ pub fn log_record(payload: &[u8]) -> bool {
             let _ = super::record::decode(record.value());
         }
     }
-    if let Ok(messages) = reader.open_table(super::MESSAGES) {
+    if let Ok(messages) = transaction.open_table(super::MESSAGES) {
         for (_, message) in messages.range::<u64>(..).expect("a range reads").flatten() {
             let _ = super::decode::<super::Message>(message.value());
         }
     }
+    transaction.abort().expect("an in-memory abort succeeds");
     applied
 }
