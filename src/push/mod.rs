@@ -290,12 +290,7 @@ pub async fn subscribe(
             ApiError::invalid(format!("natter will not send to this endpoint: {reason}"))
         })?;
 
-    let stored: Vec<Subscription> = app
-        .store
-        .push_subscriptions()?
-        .into_iter()
-        .filter_map(|(_, json)| serde_json::from_slice(&json).ok())
-        .collect();
+    let stored = stored_subscriptions(&app.store)?;
     let existing = stored
         .iter()
         .find(|other| other.endpoint == subscription.endpoint);
@@ -343,12 +338,9 @@ pub async fn unsubscribe(
     routes::same_origin(app, request.headers())?;
     let headers = request.headers().clone();
     let body: Unsubscribe = routes::json_body(request).await?;
-    let stored = app
-        .store
-        .push_subscriptions()?
+    let stored = stored_subscriptions(&app.store)?
         .into_iter()
-        .find(|(endpoint, _)| *endpoint == body.endpoint)
-        .and_then(|(_, json)| serde_json::from_slice::<Subscription>(&json).ok());
+        .find(|stored| stored.endpoint == body.endpoint);
     let allowed = match &body.visitor_token {
         Some(token) => {
             let conversation = visitor_conversation(app, token)?;
@@ -378,13 +370,21 @@ pub async fn unsubscribe(
 /// Their subscriptions go too, as the rest of the visitor's data did; kept, they would hold the endpoint, so the same
 /// browser could not opt in to the visitor's next conversation, and count against the limits for good.
 pub async fn conversation_deleted(app: &App, conversation_id: Uuid) -> Result<(), StoreError> {
-    for (endpoint, json) in app.store.push_subscriptions()? {
-        let audience = serde_json::from_slice::<Subscription>(&json).map(|stored| stored.audience);
-        if audience.is_ok_and(|audience| audience == Audience::Visitor(conversation_id)) {
-            app.store.delete_push_subscription(&endpoint).await?;
+    for stored in stored_subscriptions(&app.store)? {
+        if stored.audience == Audience::Visitor(conversation_id) {
+            app.store.delete_push_subscription(&stored.endpoint).await?;
         }
     }
     Ok(())
+}
+
+/// Every subscription the store holds that reads back (the sender removes one that does not, when it next pushes).
+fn stored_subscriptions(store: &Store) -> Result<Vec<Subscription>, StoreError> {
+    Ok(store
+        .push_subscriptions()?
+        .into_iter()
+        .filter_map(|(_, json)| serde_json::from_slice(&json).ok())
+        .collect())
 }
 
 /// The conversation of a visitor token sent over HTTP (the token is the visitor's secret, as on the socket).
