@@ -1,7 +1,8 @@
 //! The web side, compiled into the binary: widget, dashboard, demo page.
 //!
-//! Every file of `web/` is embedded by rust-embed (also in debug builds, so what the tests see is what ships). At
-//! start each file is prepared once: `widget.js` gets the widget config baked in, compressible files get a gzip copy,
+//! Every file of `web/` is embedded by rust-embed (also in debug builds, so what the tests see is what ships), except
+//! the sources of the widget's panel, which `build.rs` assembles into one script and one stylesheet (see
+//! web/README.md); those two are served in their place. At start each file is prepared once: `widget.js` gets the widget config baked in, compressible files get a gzip copy,
 //! and each gets a strong ETag. A request then costs a map lookup. Paths are looked up, never joined onto the file
 //! system, so no encoding of `..` can reach outside `web/`.
 
@@ -20,7 +21,21 @@ use crate::config::Config;
 
 #[derive(RustEmbed)]
 #[folder = "web/"]
+#[exclude = "widget/panel/*"]
+#[exclude = "README.md"]
 struct Web;
+
+/// The widget's panel as `build.rs` assembled it from `web/widget/panel/` and `web/shared/`.
+const ASSEMBLED: [(&str, &[u8]); 2] = [
+    (
+        "widget/panel.js",
+        include_bytes!(concat!(env!("OUT_DIR"), "/panel.js")),
+    ),
+    (
+        "widget/panel.css",
+        include_bytes!(concat!(env!("OUT_DIR"), "/panel.css")),
+    ),
+];
 
 /// The text in `web/widget.js` that the server replaces with the widget's config as a JSON object.
 const CONFIG_PLACEHOLDER: &str = "__NATTER_CONFIG__";
@@ -58,12 +73,15 @@ impl Assets {
             "language": widget.language,
         })
         .to_string();
+        let embedded = Web::iter().filter_map(|path| {
+            let file = Web::get(&path)?;
+            Some((path.into_owned(), file.data.into_owned()))
+        });
+        let assembled = ASSEMBLED
+            .iter()
+            .map(|(path, body)| ((*path).to_string(), body.to_vec()));
         let mut files = HashMap::new();
-        for path in Web::iter() {
-            let Some(file) = Web::get(&path) else {
-                continue;
-            };
-            let mut body = file.data.into_owned();
+        for (path, mut body) in embedded.chain(assembled) {
             if path == "widget.js" {
                 body = String::from_utf8_lossy(&body)
                     .replacen(CONFIG_PLACEHOLDER, &widget_config, 1)
@@ -81,14 +99,15 @@ impl Assets {
                 // Revalidated after five minutes, so a config change or an upgrade reaches visitors the same day.
                 "public, max-age=300"
             };
+            let cross_origin = path == "widget.js" || path.starts_with("widget/");
             files.insert(
-                path.to_string(),
+                path,
                 Asset {
                     body: Bytes::from(body),
                     gzip: gzip.map(Bytes::from),
                     content_type,
                     etag: HeaderValue::from_str(&etag).expect("an etag is ASCII"),
-                    cross_origin: path == "widget.js" || path.starts_with("widget/"),
+                    cross_origin,
                     cache,
                 },
             );
@@ -255,5 +274,44 @@ mod tests {
         let text = std::str::from_utf8(widget).unwrap();
         assert!(text.contains("https://chat.example.com"));
         assert!(!text.contains(CONFIG_PLACEHOLDER));
+    }
+
+    /// The panel is one classic script on other sites' pages: its ES-module sources must not leak through as such.
+    #[test]
+    fn widget_panel_is_served_assembled_and_its_sources_are_not() {
+        let assets = Assets::new(&Config::default(), "https://chat.example.com");
+        let script = std::str::from_utf8(&assets.files["widget/panel.js"].body).unwrap();
+        assert!(
+            script.contains("function connectCable("),
+            "the shared cable client is in"
+        );
+        assert!(script.trim_end().ends_with("})();"));
+        for line in script.lines() {
+            assert!(
+                !line.starts_with("import ") && !line.starts_with("export "),
+                "{line}"
+            );
+        }
+        let sheet = std::str::from_utf8(&assets.files["widget/panel.css"].body).unwrap();
+        assert!(sheet.contains(".icon-button {"), "the shared rules are in");
+        assert!(!sheet.contains("@import"));
+        for source in [
+            "/widget/panel/panel.js",
+            "/widget/panel/panel.css",
+            "/README.md",
+        ] {
+            assert!(
+                assets.serve(source, &HeaderMap::new(), false).is_none(),
+                "{source}"
+            );
+        }
+        let panel = assets
+            .serve("/widget/panel.js", &HeaderMap::new(), false)
+            .expect("the assembled panel is served");
+        assert_eq!(
+            panel.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "*",
+            "other sites' pages load it"
+        );
     }
 }

@@ -9,8 +9,11 @@
 // stores each client_id once, so a resend never doubles a reply.
 
 import { api } from "./api.js";
-import { connectCable } from "./cable.js";
-import { avatar, el, pageLabel, visitorName } from "./dom.js";
+import { connectCable } from "../shared/cable.js";
+import { el } from "../shared/dom.js";
+import { createOutbox } from "../shared/outbox.js";
+import { uuid } from "../shared/uuid.js";
+import { avatar, pageLabel, visitorName } from "./visitor.js";
 import { ConversationList } from "./list.js";
 import { disablePush, enablePush, pushStatus, pushSupported } from "./push.js";
 import { chime, unlockSound } from "./sound.js";
@@ -40,49 +43,8 @@ const view = new ThreadView({
   older: $("older"),
 });
 
-// A reply's client_id: a version 7 UUID (milliseconds first, then random), so the client ids natter indexes arrive
-// in order and land together in its index.
-function messageId() {
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  for (let i = 5, t = Date.now(); i >= 0; i--, t = Math.floor(t / 256)) b[i] = t % 256;
-  b[6] = (b[6] & 0x0f) | 0x70;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-// Replies not yet confirmed by the server. They live in localStorage and every change re-reads it, so two dashboard
-// tabs never overwrite each other's unsent replies (both may send one; the server stores a client_id once). If
-// storage is blocked they live in memory.
-const outbox = {
-  memory: [],
-  list() {
-    try {
-      const items = JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]");
-      return Array.isArray(items) ? items.filter((i) => i && i.client_id && i.conversation_id && typeof i.content === "string") : [];
-    } catch (_) {
-      return this.memory.slice();
-    }
-  },
-  write(items) {
-    this.memory = items;
-    try {
-      if (items.length) localStorage.setItem(OUTBOX_KEY, JSON.stringify(items));
-      else localStorage.removeItem(OUTBOX_KEY);
-    } catch (_) { /* blocked or full: memory only */ }
-  },
-  add(item) {
-    const items = this.list();
-    if (!items.some((i) => i.client_id === item.client_id)) items.push(item);
-    this.write(items);
-  },
-  remove(predicate) {
-    const items = this.list();
-    const removed = items.filter(predicate);
-    if (removed.length) this.write(items.filter((i) => !predicate(i)));
-    return removed;
-  },
-};
+// Replies not yet confirmed by the server (see shared/outbox.js).
+const outbox = createOutbox(OUTBOX_KEY, (i) => i.client_id && i.conversation_id && typeof i.content === "string");
 
 function toast(text) {
   const node = $("toast");
@@ -176,7 +138,7 @@ function startApp() {
   started = true;
   state.synced = false;
   cable = connectCable({
-    url: location.origin.replace(/^http/, "ws") + "/cable",
+    url: () => location.origin.replace(/^http/, "ws") + "/cable",
     channel: "AdminChannel",
     onState: connectionState,
     onConnected: catchUp,
@@ -201,7 +163,7 @@ function stopApp() {
   updateTitle();
 }
 
-function connectionState(next) {
+function connectionState(next, reason) {
   if (next !== "connected") state.synced = false;
   const live = next === "connected";
   const badge = $("connection");
@@ -211,7 +173,7 @@ function connectionState(next) {
   for (const item of outbox.list()) {
     if (item.conversation_id === state.selected) view.setPendingState(item.client_id, live ? "Sending…" : "Waiting for connection…");
   }
-  if (next === "unauthorized") {
+  if (next === "failed" && (reason === "rejected" || reason === "unauthorized")) {
     api("/auth/session").then(
       () => { stopApp(); startApp(); },
       () => { stopApp(); showLogin("Your session has ended. Please sign in again."); },
@@ -634,7 +596,7 @@ function sendReply() {
   const content = input.value.trim();
   const id = state.selected;
   if (!content || !id) return;
-  const item = { client_id: messageId(), conversation_id: id, content, created_at: new Date().toISOString() };
+  const item = { client_id: uuid(7), conversation_id: id, content, created_at: new Date().toISOString() };
   outbox.add(item);
   view.addPending(item, cable && cable.ready ? "Sending…" : "Waiting for connection…");
   input.value = "";

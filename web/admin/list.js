@@ -1,7 +1,9 @@
 // The conversation list: one <li> per conversation, kept and updated in place (so focus and scroll survive live
 // updates), ordered by recent activity.
 
-import { avatar, el, pageLabel, shortTime, visitorName } from "./dom.js";
+import { el } from "../shared/dom.js";
+import { shortTime } from "./time.js";
+import { avatar, pageLabel, visitorName } from "./visitor.js";
 
 export class ConversationList {
   constructor(root, onSelect) {

@@ -1,7 +1,7 @@
 // Web Push for the owner: permission, subscription with the server's VAPID key, and telling the server about it.
 
 import { api } from "./api.js";
-import { subscribe } from "../push-subscribe.js";
+import { subscribe } from "../shared/push-subscribe.js";
 
 export function pushSupported() {
   return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;

@@ -1,7 +1,8 @@
 // The open conversation: its messages in id order, replies still on their way after them, "Seen" on the latest
 // reply the visitor has read, and a "load older" page at the top.
 
-import { el, clockTime, fullTime, richText } from "./dom.js";
+import { el, richText } from "../shared/dom.js";
+import { clockTime, fullTime } from "./time.js";
 
 export class ThreadView {
   constructor({ list, scroller, older, onRetry }) {

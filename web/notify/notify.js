@@ -2,7 +2,7 @@
 // register no service worker, so it opens this natter-origin page (`/notify/index.html#token=<visitor token>`) in a
 // small window. The token travels in the fragment, which no server or log sees, and leaves the address bar at once.
 
-import { subscribe } from "../push-subscribe.js";
+import { subscribe } from "../shared/push-subscribe.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";

@@ -1,9 +1,13 @@
-// A small ActionCable client for one channel.
+// A small ActionCable client for one channel, shared by the dashboard and the widget's panel.
 //
 // welcome → subscribe → confirm_subscription, with the server's pings as the heartbeat: ten seconds without any
 // frame means the socket is dead even if the browser still calls it open (the classic laptop-wakes-up case), so it
 // is dropped and replaced. Reconnects back off exponentially with jitter, and happen at once when the network
-// returns or the tab becomes visible again. Each (re)subscription calls `connected`, where the caller syncs.
+// returns or the tab becomes visible again. Each (re)subscription calls `onConnected`, where the caller syncs.
+//
+// `url` is a function, asked again at each connect (the widget's token can change). `onState(state, reason)` hears
+// "connected", "reconnecting", or "failed" when the server said not to come back: `reason` is then "rejected" (the
+// subscription was refused) or the reason of the server's `disconnect`.
 
 export function connectCable({ url, channel, onState, onConnected, onReceived }) {
   const identifier = JSON.stringify({ channel });
@@ -45,7 +49,7 @@ export function connectCable({ url, channel, onState, onConnected, onReceived })
     seen = Date.now();
     let sock;
     try {
-      sock = ws = new WebSocket(url, ["actioncable-v1-json"]);
+      sock = ws = new WebSocket(url(), ["actioncable-v1-json"]);
     } catch (_) {
       ws = null;
       retry();
@@ -72,13 +76,13 @@ export function connectCable({ url, channel, onState, onConnected, onReceived })
         case "reject_subscription":
           stopped = true;
           drop();
-          onState("unauthorized");
+          onState("failed", "rejected");
           break;
         case "disconnect":
           drop();
           if (frame.reconnect === false) {
             stopped = true;
-            onState(frame.reason === "unauthorized" ? "unauthorized" : "stopped");
+            onState("failed", frame.reason);
           } else {
             retry();
           }
@@ -121,6 +125,13 @@ export function connectCable({ url, channel, onState, onConnected, onReceived })
     perform(action, data = {}) {
       return ready && send({ command: "message", identifier, data: JSON.stringify({ ...data, action }) });
     },
+    // Connects again after the server said not to (the widget, once it has a fresh token).
+    restart() {
+      stopped = false;
+      attempts = 0;
+      open();
+    },
+    // For good (the dashboard, on logging out).
     close() {
       stopped = true;
       clearInterval(watchdog);
