@@ -9,12 +9,20 @@ const SHELL = [
   "/admin/admin.css",
   "/admin/admin.js",
   "/admin/api.js",
+  "/admin/conversation.js",
+  "/admin/inbox.js",
   "/admin/list.js",
+  "/admin/login.js",
+  "/admin/notifications.js",
+  "/admin/push.js",
+  "/admin/render.js",
+  "/admin/reply.js",
+  "/admin/sound.js",
+  "/admin/state.js",
   "/admin/thread.js",
   "/admin/time.js",
+  "/admin/toast.js",
   "/admin/visitor.js",
-  "/admin/push.js",
-  "/admin/sound.js",
   "/shared/cable.js",
   "/shared/dom.js",
   "/shared/icon-button.css",
@@ -48,7 +56,9 @@ self.addEventListener("fetch", (event) => {
   const request = event.request;
   if (request.method !== "GET") return;
   const url = new URL(request.url);
-  if (url.origin !== self.location.origin || !url.pathname.startsWith("/admin/")) return;
+  // The shell includes web/shared/'s modules, which live outside /admin/.
+  const ours = url.pathname.startsWith("/admin/") || SHELL.includes(url.pathname);
+  if (url.origin !== self.location.origin || !ours) return;
   const key = request.mode === "navigate" ? "/admin/" : url.pathname;
   event.respondWith(
     fetch(request)
