@@ -8,10 +8,10 @@
  */
 
 import { connectCable } from "../../shared/cable.js";
-import { el, richText } from "../../shared/dom.js";
 import { createOutbox } from "../../shared/outbox.js";
 import { storage } from "../../shared/storage.js";
 import { UUID, uuid } from "../../shared/uuid.js";
+import { messageRow, placeConfirmed, setRowState } from "./rows.js";
 import { language, STRINGS } from "./strings.js";
 import { loadStyles } from "./styles.js";
 import { buildPanel } from "./view.js";
@@ -55,55 +55,22 @@ function createPanel(ctx) {
   const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 80;
   const toBottom = () => { log.scrollTop = log.scrollHeight; };
 
-  function buildRow(content, mine, when) {
-    const row = el("div", "row " + (mine ? "me" : "them"));
-    const bubble = row.appendChild(el("div", "msg"));
-    richText(bubble, content);
-    const meta = row.appendChild(el("div", "meta"));
-    const time = meta.appendChild(el("time"));
-    const date = new Date(when);
-    if (!isNaN(date)) {
-      time.dateTime = date.toISOString();
-      time.textContent = timeFormat.format(date);
-    }
-    meta.appendChild(el("span", "state"));
-    return row;
-  }
-
-  function setRowState(row, text, retryItem) {
-    const state = row.querySelector(".state");
-    state.textContent = text || "";
-    row.classList.toggle("failed", !!retryItem);
-    if (retryItem) {
-      const again = state.appendChild(el("button", "link-btn retry", t.retry));
-      again.type = "button";
-      again.addEventListener("click", () => retrySend(retryItem.client_id));
-    }
-  }
-
-  // Confirmed rows are ordered by id; rows still on their way come after all of them.
-  function placeConfirmed(row, id) {
-    let before = null;
-    for (const child of list.children) {
-      const childId = Number(child.dataset.id || Infinity);
-      if (childId > id) { before = child; break; }
-    }
-    list.insertBefore(row, before);
-  }
+  // A row the server refused gets a button that sends it again.
+  const setFailed = (row, clientId) => setRowState(row, t.failed, { label: t.retry, onClick: () => retrySend(clientId) });
 
   function addMessage(message) {
     if (!message || typeof message.id !== "number" || messages.has(message.id)) return false;
     messages.set(message.id, message);
     const stick = nearBottom();
     const pending = message.client_id && rows.get("c" + message.client_id);
-    const row = buildRow(message.content, message.sender === "visitor", message.created_at);
+    const row = messageRow(message.content, message.sender === "visitor", message.created_at, timeFormat);
     row.dataset.id = String(message.id);
     if (pending) {
       pending.remove();
       rows.delete("c" + message.client_id);
     }
     rows.set("m" + message.id, row);
-    placeConfirmed(row, message.id);
+    placeConfirmed(list, row, message.id);
     if (message.client_id) {
       outbox.remove((m) => m.client_id === message.client_id);
       failed.delete(message.client_id);
@@ -114,7 +81,7 @@ function createPanel(ctx) {
   }
 
   function addPending(item) {
-    const row = buildRow(item.content, true, item.created_at);
+    const row = messageRow(item.content, true, item.created_at, timeFormat);
     row.classList.add("pending");
     row.dataset.cid = item.client_id;
     rows.set("c" + item.client_id, row);
@@ -252,7 +219,7 @@ function createPanel(ctx) {
           const [item] = outbox.remove((m) => m.client_id === event.client_id);
           if (item) failed.set(item.client_id, item);
           const row = rows.get("c" + event.client_id);
-          if (row) setRowState(row, t.failed, item || { client_id: event.client_id });
+          if (row) setFailed(row, event.client_id);
           if (row) row.title = event.message || event.code || "";
         } else {
           console.warn("natter:", event.code, event.message);
