@@ -16,8 +16,8 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use rust_embed::RustEmbed;
 use serde_json::json;
 
-use crate::cable::Body;
 use crate::config::Config;
+use crate::http::Body;
 
 #[derive(RustEmbed)]
 #[folder = "web/"]

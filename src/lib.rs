@@ -28,6 +28,7 @@ pub mod cable;
 pub mod channels;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod hub;
 pub mod init;
 pub mod metrics;

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Response, StatusCode};
 
 use crate::app::App;
-use crate::cable::Body;
 use crate::error::ApiError;
+use crate::http::Body;
 
 pub fn render(app: &App, headers: &HeaderMap, ip: IpAddr) -> Result<Response<Body>, ApiError> {
     let token = &app.config.metrics.token;

@@ -6,29 +6,23 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::App;
 use crate::auth::{self, LoginError};
-use crate::cable::{self, Body};
+use crate::cable;
 use crate::channels::{self, event};
 use crate::config::Origin;
 use crate::error::ApiError;
-use crate::store::{Session, TokenHash};
+use crate::http::{
+    admin, admin_write, cookie_header, error_response, json_body, json_response, same_origin, Body,
+};
 
-/// The largest request body any route takes (a push subscription is under 1 KB; a login far less).
-const MAX_BODY_BYTES: usize = 16 * 1024;
-/// A body must arrive within this time after the headers.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PAGE: usize = 200;
 
 /// Answers one HTTP request.
@@ -68,14 +62,14 @@ async fn route(
         (&Method::POST, ["auth", "login"]) => login(app, request, ip).await,
         (&Method::POST, ["auth", "logout"]) => logout(app, request),
         (&Method::GET, ["auth", "session"]) => {
-            let (_, session) = admin(app, request.headers())?;
+            let (_, session) = admin(&app.auth, &app.store, request.headers())?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "admin": true, "username": session.username }),
             ))
         }
         (&Method::GET, ["conversations"]) => {
-            admin(app, request.headers())?;
+            admin(&app.auth, &app.store, request.headers())?;
             let stored = app.store.conversations()?;
             let conversations: Vec<_> = stored
                 .iter()
@@ -87,7 +81,7 @@ async fn route(
             ))
         }
         (&Method::GET, ["conversations", id, "messages"]) => {
-            admin(app, request.headers())?;
+            admin(&app.auth, &app.store, request.headers())?;
             messages(
                 app,
                 parse_id(id)?,
@@ -95,7 +89,7 @@ async fn route(
             )
         }
         (&Method::DELETE, ["conversations", id]) => {
-            admin_write(app, request.headers())?;
+            admin_write(&app.public_origin, &app.auth, &app.store, request.headers())?;
             delete_conversation(app, parse_id(id)?).await
         }
         (&Method::GET, ["push", "key"]) => crate::push::key(app),
@@ -131,7 +125,7 @@ async fn login(
     request: &mut Request<Incoming>,
     ip: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
-    same_origin(app, request.headers())?;
+    same_origin(&app.public_origin, request.headers())?;
     let body: Login = json_body(request).await?;
     let token = match app
         .auth
@@ -166,7 +160,7 @@ async fn login(
 }
 
 fn logout(app: &Arc<App>, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    same_origin(app, request.headers())?;
+    same_origin(&app.public_origin, request.headers())?;
     if let Some((hash, _)) = app
         .auth
         .session(&app.store, cookie_header(request.headers()))
@@ -246,45 +240,6 @@ async fn delete_conversation(app: &Arc<App>, id: Uuid) -> Result<Response<Body>,
         .expect("valid response"))
 }
 
-/// The admin session of a request, or 401.
-pub fn admin(app: &App, headers: &HeaderMap) -> Result<(TokenHash, Session), ApiError> {
-    app.auth
-        .session(&app.store, cookie_header(headers))
-        .ok_or_else(ApiError::unauthorized)
-}
-
-/// An admin session on a same-origin request, for routes that change something.
-pub fn admin_write(app: &App, headers: &HeaderMap) -> Result<(TokenHash, Session), ApiError> {
-    same_origin(app, headers)?;
-    admin(app, headers)
-}
-
-/// Refuses requests from other sites: the `Origin` must be natter's own, or the browser says same-origin.
-pub fn same_origin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let origin_ok = headers
-        .get(header::ORIGIN)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| Origin::parse(value).ok())
-        .is_some_and(|origin| app.is_own_origin(&origin));
-    let fetch_site_ok = headers
-        .get("sec-fetch-site")
-        .is_some_and(|value| value == "same-origin");
-    if origin_ok || fetch_site_ok {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "this request must come from {}",
-            app.public_origin
-        )))
-    }
-}
-
-fn cookie_header(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::COOKIE)
-        .and_then(|value| value.to_str().ok())
-}
-
 fn cors_origin(app: &App, headers: &HeaderMap) -> Option<HeaderValue> {
     let value = headers.get(header::ORIGIN)?;
     let origin = Origin::parse(value.to_str().ok()?).ok()?;
@@ -337,61 +292,4 @@ fn client_ip(app: &App, request: &Request<Incoming>, peer: SocketAddr) -> IpAddr
 
 fn parse_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| ApiError::not_found("no such conversation"))
-}
-
-/// Reads a JSON body of at most `MAX_BODY_BYTES` within `BODY_TIMEOUT`.
-pub async fn json_body<T: DeserializeOwned>(
-    request: &mut Request<Incoming>,
-) -> Result<T, ApiError> {
-    let is_json = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .split(';')
-                .next()
-                .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !is_json {
-        return Err(ApiError::unsupported_media_type());
-    }
-    let collected = tokio::time::timeout(
-        BODY_TIMEOUT,
-        Limited::new(request.body_mut(), MAX_BODY_BYTES).collect(),
-    )
-    .await
-    .map_err(|_| ApiError::bad_request("the request body did not arrive in time"))?
-    .map_err(|_| {
-        ApiError::too_long(format!(
-            "the request body is larger than {MAX_BODY_BYTES} bytes"
-        ))
-    })?;
-    serde_json::from_slice(&collected.to_bytes())
-        .map_err(|error| ApiError::bad_request(format!("invalid JSON: {error}")))
-}
-
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-store")
-        .header("x-content-type-options", "nosniff")
-        .body(Body::new(Bytes::from(value.to_string())))
-        .expect("valid response")
-}
-
-pub fn error_response(error: &ApiError) -> Response<Body> {
-    if error.status.is_server_error() {
-        tracing::warn!(code = error.code, message = %error.message, "request failed");
-    }
-    let mut response = json_response(error.status, &error.body());
-    if error.status == StatusCode::TOO_MANY_REQUESTS
-        && !response.headers().contains_key(header::RETRY_AFTER)
-    {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-    }
-    response
 }

@@ -15,9 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, Response};
-use http_body_util::Full;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{BufWriter, ReadHalf, WriteHalf};
@@ -28,6 +26,7 @@ use crate::app::App;
 use crate::channels::{Connection, Identity};
 use crate::config::Origin;
 use crate::error::ApiError;
+use crate::http::Body;
 use crate::hub::{Channel, Outbound, Outlet};
 use crate::protocol;
 use crate::store::hash_token;
@@ -71,7 +70,6 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
 
 type Writer = FrameWriter<BufWriter<WriteHalf<TokioIo<Upgraded>>>>;
-pub type Body = Full<Bytes>;
 
 /// Who asked for the socket, decided from the request before upgrading.
 enum Caller {

@@ -27,10 +27,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::cable::Body;
 use crate::config::{Config, PushWhen};
 use crate::error::ApiError;
-use crate::routes::{self, json_response};
+use crate::http::{admin, json_body, json_response, same_origin, Body};
 use crate::store::{hash_token, Conversation, Message, Sender, Store, StoreError};
 
 pub use sender::MAX_IN_FLIGHT;
@@ -252,14 +251,14 @@ pub async fn subscribe(
     app: &Arc<App>,
     request: &mut Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    routes::same_origin(app, request.headers())?;
+    same_origin(&app.public_origin, request.headers())?;
     if app.config.push.when == PushWhen::Never {
         return Err(ApiError::not_found(
             "Web Push is turned off on this server (push.when = \"never\")",
         ));
     }
     let headers = request.headers().clone();
-    let body: Value = routes::json_body(request).await?;
+    let body: Value = json_body(request).await?;
     let (json, audience) = match body.get("visitor_token") {
         Some(token) => {
             let conversation = visitor_conversation(app, token)?;
@@ -270,7 +269,7 @@ pub async fn subscribe(
             (json, Audience::Visitor(conversation.id))
         }
         None => {
-            routes::admin(app, &headers)?;
+            admin(&app.auth, &app.store, &headers)?;
             (body, Audience::Owner)
         }
     };
@@ -335,9 +334,9 @@ pub async fn unsubscribe(
     app: &Arc<App>,
     request: &mut Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    routes::same_origin(app, request.headers())?;
+    same_origin(&app.public_origin, request.headers())?;
     let headers = request.headers().clone();
-    let body: Unsubscribe = routes::json_body(request).await?;
+    let body: Unsubscribe = json_body(request).await?;
     let stored = stored_subscriptions(&app.store)?
         .into_iter()
         .find(|stored| stored.endpoint == body.endpoint);
@@ -348,7 +347,7 @@ pub async fn unsubscribe(
                 .as_ref()
                 .is_none_or(|stored| stored.audience == Audience::Visitor(conversation.id))
         }
-        None => routes::admin(app, &headers).is_ok(),
+        None => admin(&app.auth, &app.store, &headers).is_ok(),
     };
     if !allowed {
         return Err(if body.visitor_token.is_some() {
