@@ -25,8 +25,9 @@ pub struct App {
     pub assets: Assets,
     pub throttles: Throttles,
     pub counters: Counters,
-    /// Web Push: the VAPID key, the send queue, the per-conversation cool-downs.
-    pub push: Push,
+    /// Web Push: the VAPID key, the send queue, the per-conversation cool-downs. Shared with its sender task,
+    /// which holds it weakly.
+    pub push: Arc<Push>,
     /// Flips to `true` once on SIGTERM: sockets say `server_restart` and close.
     pub shutdown: watch::Receiver<bool>,
     pub started: Instant,
@@ -50,8 +51,6 @@ pub struct Counters {
     pub messages_admin: AtomicU64,
     pub refused_connections: AtomicU64,
     pub throttled: AtomicU64,
-    pub pushes_sent: AtomicU64,
-    pub pushes_failed: AtomicU64,
 }
 
 impl App {
@@ -85,7 +84,7 @@ impl App {
             connections: Arc::new(ConnectionCounter::default()),
         };
         let public_origin = config.public_origin(bound);
-        let push = Push::new(&config, &store).await?;
+        let push = Arc::new(Push::new(&config, &store, &public_origin).await?);
         let app = App {
             assets: Assets::new(&config, public_origin.as_str()),
             public_origin,
@@ -100,7 +99,7 @@ impl App {
             started: Instant::now(),
         };
         let app = Arc::new(app);
-        crate::push::start(&app);
+        crate::push::start(&app.push);
         Ok((app, source))
     }
 

@@ -441,7 +441,12 @@ impl Connection {
                 Some(Cow::Borrowed(message)),
             )));
         }
-        crate::push::message_stored(&self.app, &appended.conversation, message);
+        crate::push::message_stored(
+            &self.app.push,
+            &self.app.hub,
+            &appended.conversation,
+            message,
+        );
     }
 
     async fn reply(&self, identifier: &str, event: &Value) {

@@ -116,8 +116,8 @@ pub fn render(app: &App, headers: &HeaderMap, ip: IpAddr) -> Result<Response<Bod
         "counter",
         "Web Push requests by result.",
         &[
-            ("{result=\"sent\"}", load(&counters.pushes_sent)),
-            ("{result=\"failed\"}", load(&counters.pushes_failed)),
+            ("{result=\"sent\"}", load(&app.push.sent)),
+            ("{result=\"failed\"}", load(&app.push.failed)),
         ],
     );
     metric(

@@ -92,9 +92,13 @@ async fn route(
             admin_write(&app.public_origin, &app.auth, &app.store, request.headers())?;
             delete_conversation(app, parse_id(id)?).await
         }
-        (&Method::GET, ["push", "key"]) => crate::push::key(app),
-        (&Method::POST, ["push_subscriptions"]) => crate::push::subscribe(app, request).await,
-        (&Method::DELETE, ["push_subscriptions"]) => crate::push::unsubscribe(app, request).await,
+        (&Method::GET, ["push", "key"]) => crate::push::key(&app.push),
+        (&Method::POST, ["push_subscriptions"]) => {
+            crate::push::subscribe(&app.push, &app.auth, request).await
+        }
+        (&Method::DELETE, ["push_subscriptions"]) => {
+            crate::push::unsubscribe(&app.push, &app.auth, request).await
+        }
         (&Method::GET, ["healthz"]) => Ok(json_response(StatusCode::OK, &json!({ "ok": true }))),
         (&Method::GET, ["metrics"]) => crate::metrics::render(app, request.headers(), ip),
         (&Method::OPTIONS, _) => Ok(preflight()),
@@ -225,7 +229,7 @@ async fn delete_conversation(app: &Arc<App>, id: Uuid) -> Result<Response<Body>,
         .delete_conversation(id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such conversation"))?;
-    if let Err(error) = crate::push::conversation_deleted(app, id).await {
+    if let Err(error) = crate::push::conversation_deleted(&app.push, id).await {
         tracing::warn!(?error, conversation = %id, "the deleted conversation's push subscriptions were kept");
     }
     app.hub.to_visitor(

@@ -5,6 +5,7 @@
 //! The parts: `vapid` (the key, kept in the store), `subscription` (a browser's `PushSubscription`, checked at the
 //! door, and which addresses may be reached), `sender` (the queue, the client, retries). This file decides when to
 //! push (`message_stored`, called by the channels after the store committed a message) and answers the three routes.
+//! Push is a noun below `App`: it takes the store, the hub and the session check it needs, never `App` itself.
 //!
 //! The message path only ever does a non-blocking `try_send` into a bounded queue: a slow or dead push service can
 //! cost notifications, never a chat message or its latency.
@@ -14,7 +15,7 @@ pub mod subscription;
 mod vapid;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,10 +27,11 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::app::App;
-use crate::config::{Config, PushWhen};
+use crate::auth::Auth;
+use crate::config::{Config, Origin, PushConfig, PushWhen};
 use crate::error::ApiError;
 use crate::http::{admin, json_body, json_response, same_origin, Body};
+use crate::hub::Hub;
 use crate::store::{hash_token, Conversation, Message, Sender, Store, StoreError};
 
 pub use sender::MAX_IN_FLIGHT;
@@ -75,11 +77,27 @@ pub struct Push {
     /// When each (conversation, audience) was last pushed: within `push.cooldown_seconds` a further message raises
     /// no new notification, so a burst of twenty messages is one buzz. A std mutex: a lookup and an insert, no await.
     cooldowns: Mutex<HashMap<(Uuid, Audience), Instant>>,
+    /// `[push]` of the config.
+    settings: PushConfig,
+    /// A reply's notification title (`widget.title`).
+    title: String,
+    /// natter's own origin: where a reply's notification links when the visitor's page is unknown, and the only
+    /// origin the routes accept.
+    public_origin: Origin,
+    /// A handle on the one store, which keeps the subscriptions.
+    store: Store,
+    /// Pushes delivered, and pushes failed or dropped, for `/metrics`.
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
 }
 
 impl Push {
-    /// Loads (or makes) the VAPID key. The sender starts with `start`, once the `App` exists.
-    pub async fn new(config: &Config, store: &Store) -> anyhow::Result<Push> {
+    /// Loads (or makes) the VAPID key. The sender starts with `start`.
+    pub async fn new(
+        config: &Config,
+        store: &Store,
+        public_origin: &Origin,
+    ) -> anyhow::Result<Push> {
         let policy = AddressPolicy {
             allow_loopback: config.push.allow_loopback,
         };
@@ -94,6 +112,12 @@ impl Push {
             queue,
             jobs: Mutex::new(Some(jobs)),
             cooldowns: Mutex::new(HashMap::new()),
+            settings: config.push.clone(),
+            title: config.widget.title.clone(),
+            public_origin: public_origin.clone(),
+            store: store.clone(),
+            sent: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         })
     }
 
@@ -123,17 +147,16 @@ impl Push {
     }
 }
 
-/// Starts the sender task. It holds the `App` weakly, so it ends when the server's state is dropped.
-pub fn start(app: &Arc<App>) {
-    let jobs = app
-        .push
+/// Starts the sender task. It holds `Push` weakly, so it ends when the server's state is dropped.
+pub fn start(push: &Arc<Push>) {
+    let jobs = push
         .jobs
         .lock()
         .unwrap_or_else(|poison| poison.into_inner())
         .take();
     if let Some(jobs) = jobs {
-        let client = sender::client(app.push.resolver.clone());
-        tokio::spawn(sender::dispatch(Arc::downgrade(app), jobs, client));
+        let client = sender::client(push.resolver.clone());
+        tokio::spawn(sender::dispatch(Arc::downgrade(push), jobs, client));
     }
 }
 
@@ -144,24 +167,24 @@ pub fn start(app: &Arc<App>) {
 ///   (`push.when`).
 /// - An owner reply goes to the visitor's devices if the visitor opted in and has no chat open right now.
 /// - `push.when = "never"` turns Web Push off altogether.
-pub fn message_stored(app: &App, conversation: &Conversation, message: &Message) {
-    let settings = &app.config.push;
+pub fn message_stored(push: &Push, hub: &Hub, conversation: &Conversation, message: &Message) {
+    let settings = &push.settings;
     if settings.when == PushWhen::Never {
         return;
     }
     let audience = match message.sender {
         Sender::Visitor => {
-            if settings.when == PushWhen::WhenAway && app.hub.admin_online() {
+            if settings.when == PushWhen::WhenAway && hub.admin_online() {
                 return;
             }
             Audience::Owner
         }
-        Sender::Admin if !app.hub.visitor_online(&conversation.token_hash) => {
+        Sender::Admin if !hub.visitor_online(&conversation.token_hash) => {
             Audience::Visitor(conversation.id)
         }
         Sender::Admin => return,
     };
-    if !app.push.cooled_down(
+    if !push.cooled_down(
         conversation.id,
         audience,
         Duration::from_secs(settings.cooldown_seconds),
@@ -171,15 +194,15 @@ pub fn message_stored(app: &App, conversation: &Conversation, message: &Message)
     let job = Job {
         audience,
         topic: crate::auth::base64url(conversation.id.as_bytes()),
-        payload: payload(app, conversation, message, audience)
+        payload: payload(push, conversation, message, audience)
             .to_string()
             .into_bytes(),
         queued: Instant::now(),
     };
-    match app.push.queue.try_send(job) {
+    match push.queue.try_send(job) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
-            app.counters.pushes_failed.fetch_add(1, Ordering::Relaxed);
+            push.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 "the push queue is full (push services not answering?); a notification was dropped"
             );
@@ -189,7 +212,12 @@ pub fn message_stored(app: &App, conversation: &Conversation, message: &Message)
 }
 
 /// What the service workers (`web/admin/sw.js`, `web/notify/sw.js`) show: `{title, body, conversation_id, tag, url}`.
-fn payload(app: &App, conversation: &Conversation, message: &Message, audience: Audience) -> Value {
+fn payload(
+    push: &Push,
+    conversation: &Conversation,
+    message: &Message,
+    audience: Audience,
+) -> Value {
     let body = preview(&message.content);
     match audience {
         Audience::Owner => json!({
@@ -207,9 +235,9 @@ fn payload(app: &App, conversation: &Conversation, message: &Message, audience: 
                 .map(|page| page.url.as_str())
                 .filter(|url| url.starts_with("https://") || url.starts_with("http://"))
                 .filter(|url| url.len() <= MAX_URL_BYTES && !url.contains(char::is_control))
-                .unwrap_or(app.public_origin.as_str());
+                .unwrap_or(push.public_origin.as_str());
             json!({
-                "title": app.config.widget.title,
+                "title": push.title,
                 "body": body,
                 "conversation_id": conversation.id,
                 "tag": "natter-reply",
@@ -232,15 +260,15 @@ fn preview(content: &str) -> String {
 
 /// `GET /push/key`: `{"key": "<base64url uncompressed P-256 point>"}`; 404 when push is off, which the dashboard
 /// reads as "no push on this server".
-pub fn key(app: &App) -> Result<Response<Body>, ApiError> {
-    if app.config.push.when == PushWhen::Never {
+pub fn key(push: &Push) -> Result<Response<Body>, ApiError> {
+    if push.settings.when == PushWhen::Never {
         return Err(ApiError::not_found(
             "Web Push is turned off on this server (push.when = \"never\")",
         ));
     }
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "key": app.push.public_key() }),
+        &json!({ "key": push.public_key() }),
     ))
 }
 
@@ -248,11 +276,12 @@ pub fn key(app: &App) -> Result<Response<Body>, ApiError> {
 /// (from natter's own `/notify/` page, so also same origin) sends `{"subscription": {...}, "visitor_token": "<uuid>"}`
 /// and is subscribed to replies in their own conversation.
 pub async fn subscribe(
-    app: &Arc<App>,
+    push: &Push,
+    auth: &Auth,
     request: &mut Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    same_origin(&app.public_origin, request.headers())?;
-    if app.config.push.when == PushWhen::Never {
+    same_origin(&push.public_origin, request.headers())?;
+    if push.settings.when == PushWhen::Never {
         return Err(ApiError::not_found(
             "Web Push is turned off on this server (push.when = \"never\")",
         ));
@@ -261,7 +290,7 @@ pub async fn subscribe(
     let body: Value = json_body(request).await?;
     let (json, audience) = match body.get("visitor_token") {
         Some(token) => {
-            let conversation = visitor_conversation(app, token)?;
+            let conversation = visitor_conversation(&push.store, token)?;
             let json = body
                 .get("subscription")
                 .cloned()
@@ -269,7 +298,7 @@ pub async fn subscribe(
             (json, Audience::Visitor(conversation.id))
         }
         None => {
-            admin(&app.auth, &app.store, &headers)?;
+            admin(auth, &push.store, &headers)?;
             (body, Audience::Owner)
         }
     };
@@ -278,18 +307,17 @@ pub async fn subscribe(
             "not a PushSubscription ({{endpoint, keys: {{p256dh, auth}}}}): {error}"
         ))
     })?;
-    let subscription = Subscription::parse(json, audience, app.push.policy)?;
-    let uri = subscription::endpoint_uri(&subscription.endpoint, app.push.policy)?;
+    let subscription = Subscription::parse(json, audience, push.policy)?;
+    let uri = subscription::endpoint_uri(&subscription.endpoint, push.policy)?;
     let host = uri.host().unwrap_or_default();
-    app.push
-        .resolver
+    push.resolver
         .checked_addresses(host, uri.scheme_str() == Some("https"))
         .await
         .map_err(|reason| {
             ApiError::invalid(format!("natter will not send to this endpoint: {reason}"))
         })?;
 
-    let stored = stored_subscriptions(&app.store)?;
+    let stored = stored_subscriptions(&push.store)?;
     let existing = stored
         .iter()
         .find(|other| other.endpoint == subscription.endpoint);
@@ -316,7 +344,7 @@ pub async fn subscribe(
         }
     }
     let record = serde_json::to_vec(&subscription).expect("a subscription serializes");
-    app.store
+    push.store
         .put_push_subscription(&subscription.endpoint, record)
         .await?;
     Ok(json_response(StatusCode::CREATED, &json!({ "ok": true })))
@@ -331,23 +359,24 @@ struct Unsubscribe {
 /// `DELETE /push_subscriptions` with `{"endpoint": ...}` (the owner), or `{"endpoint", "visitor_token"}` (a visitor,
 /// for their own subscription only). Deleting what is not there is not an error.
 pub async fn unsubscribe(
-    app: &Arc<App>,
+    push: &Push,
+    auth: &Auth,
     request: &mut Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    same_origin(&app.public_origin, request.headers())?;
+    same_origin(&push.public_origin, request.headers())?;
     let headers = request.headers().clone();
     let body: Unsubscribe = json_body(request).await?;
-    let stored = stored_subscriptions(&app.store)?
+    let stored = stored_subscriptions(&push.store)?
         .into_iter()
         .find(|stored| stored.endpoint == body.endpoint);
     let allowed = match &body.visitor_token {
         Some(token) => {
-            let conversation = visitor_conversation(app, token)?;
+            let conversation = visitor_conversation(&push.store, token)?;
             stored
                 .as_ref()
                 .is_none_or(|stored| stored.audience == Audience::Visitor(conversation.id))
         }
-        None => admin(&app.auth, &app.store, &headers).is_ok(),
+        None => admin(auth, &push.store, &headers).is_ok(),
     };
     if !allowed {
         return Err(if body.visitor_token.is_some() {
@@ -357,7 +386,7 @@ pub async fn unsubscribe(
         });
     }
     if stored.is_some() {
-        app.store.delete_push_subscription(&body.endpoint).await?;
+        push.store.delete_push_subscription(&body.endpoint).await?;
     }
     Ok(Response::builder()
         .status(StatusCode::NO_CONTENT)
@@ -368,10 +397,12 @@ pub async fn unsubscribe(
 /// After the owner deleted a conversation: its visitor's devices were subscribed for a conversation that is gone.
 /// Their subscriptions go too, as the rest of the visitor's data did; kept, they would hold the endpoint, so the same
 /// browser could not opt in to the visitor's next conversation, and count against the limits for good.
-pub async fn conversation_deleted(app: &App, conversation_id: Uuid) -> Result<(), StoreError> {
-    for stored in stored_subscriptions(&app.store)? {
+pub async fn conversation_deleted(push: &Push, conversation_id: Uuid) -> Result<(), StoreError> {
+    for stored in stored_subscriptions(&push.store)? {
         if stored.audience == Audience::Visitor(conversation_id) {
-            app.store.delete_push_subscription(&stored.endpoint).await?;
+            push.store
+                .delete_push_subscription(&stored.endpoint)
+                .await?;
         }
     }
     Ok(())
@@ -387,12 +418,12 @@ fn stored_subscriptions(store: &Store) -> Result<Vec<Subscription>, StoreError> 
 }
 
 /// The conversation of a visitor token sent over HTTP (the token is the visitor's secret, as on the socket).
-fn visitor_conversation(app: &App, token: &Value) -> Result<Conversation, ApiError> {
+fn visitor_conversation(store: &Store, token: &Value) -> Result<Conversation, ApiError> {
     let token = token
         .as_str()
         .and_then(|token| Uuid::parse_str(token).ok())
         .ok_or_else(|| ApiError::invalid("visitor_token must be the visitor's UUID"))?;
-    app.store
+    store
         .conversation_of_token(&hash_token(&token.hyphenated().to_string()))?
         .ok_or_else(|| ApiError::not_found("no conversation yet: say something first"))
 }

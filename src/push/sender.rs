@@ -28,8 +28,7 @@ use tokio::sync::{mpsc, Semaphore};
 use web_push_native::WebPushBuilder;
 
 use super::subscription::{audience_origin, endpoint_uri, literal_ip, AddressPolicy, Subscription};
-use super::Job;
-use crate::app::App;
+use super::{Job, Push};
 
 /// Pushes being sent at once. A handful of owner devices and the odd visitor need far fewer; the bound is what a
 /// push service that never answers can hold.
@@ -147,13 +146,13 @@ impl tower_service::Service<Name> for GuardedResolver {
     }
 }
 
-/// Takes jobs until the queue closes (the `App` is gone). Holds only a weak reference between jobs, so a stopped
+/// Takes jobs until the queue closes (`Push` is gone). Holds only a weak reference between jobs, so a stopped
 /// server's state is freed.
-pub async fn dispatch(app: Weak<App>, mut jobs: mpsc::Receiver<Job>, client: HttpClient) {
+pub async fn dispatch(push: Weak<Push>, mut jobs: mpsc::Receiver<Job>, client: HttpClient) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(job) = jobs.recv().await {
-        let Some(app) = app.upgrade() else { break };
-        let subscriptions = match app.store.push_subscriptions() {
+        let Some(push) = push.upgrade() else { break };
+        let subscriptions = match push.store.push_subscriptions() {
             Ok(subscriptions) => subscriptions,
             Err(error) => {
                 tracing::warn!(?error, "cannot read push subscriptions");
@@ -166,7 +165,7 @@ pub async fn dispatch(app: Weak<App>, mut jobs: mpsc::Receiver<Job>, client: Htt
                 Ok(subscription) => subscription,
                 Err(error) => {
                     tracing::warn!(%error, %endpoint, "unreadable push subscription; removing it");
-                    let _ = app.store.delete_push_subscription(&endpoint).await;
+                    let _ = push.store.delete_push_subscription(&endpoint).await;
                     continue;
                 }
             };
@@ -178,9 +177,9 @@ pub async fn dispatch(app: Weak<App>, mut jobs: mpsc::Receiver<Job>, client: Htt
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 return;
             };
-            let (app, client, job) = (app.clone(), client.clone(), job.clone());
+            let (push, client, job) = (push.clone(), client.clone(), job.clone());
             tokio::spawn(async move {
-                send(&app, &client, &subscription, &job).await;
+                send(&push, &client, &subscription, &job).await;
                 drop(permit);
             });
         }
@@ -199,22 +198,22 @@ enum Attempt {
 }
 
 /// Sends one push with retries, and counts the outcome.
-async fn send(app: &App, client: &HttpClient, subscription: &Subscription, job: &Job) {
+async fn send(push: &Push, client: &HttpClient, subscription: &Subscription, job: &Job) {
     let mut backoff = FIRST_BACKOFF;
     for attempt in 1..=MAX_ATTEMPTS {
-        match send_once(app, client, subscription, job).await {
+        match send_once(push, client, subscription, job).await {
             Attempt::Delivered => {
-                app.counters.pushes_sent.fetch_add(1, Ordering::Relaxed);
+                push.sent.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(endpoint = %subscription.endpoint, waited = ?job.queued.elapsed(), "push delivered");
                 return;
             }
             Attempt::Gone => {
                 tracing::info!(endpoint = %subscription.endpoint, "the push service forgot this subscription; removing it");
-                let _ = app
+                let _ = push
                     .store
                     .delete_push_subscription(&subscription.endpoint)
                     .await;
-                app.counters.pushes_failed.fetch_add(1, Ordering::Relaxed);
+                push.failed.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             Attempt::Retry(wait) if attempt < MAX_ATTEMPTS && wait <= MAX_RETRY_AFTER => {
@@ -231,16 +230,15 @@ async fn send(app: &App, client: &HttpClient, subscription: &Subscription, job: 
             }
         }
     }
-    app.counters.pushes_failed.fetch_add(1, Ordering::Relaxed);
+    push.failed.fetch_add(1, Ordering::Relaxed);
 }
 
 async fn send_once(
-    app: &App,
+    push: &Push,
     client: &HttpClient,
     subscription: &Subscription,
     job: &Job,
 ) -> Attempt {
-    let push = &app.push;
     let request = match request(push, subscription, job) {
         Ok(request) => request,
         Err(reason) => return Attempt::Failed(reason),
