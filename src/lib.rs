@@ -17,8 +17,29 @@
 //! The modules, one per noun: `config` (the settings), `store` (redb behind typed methods), `hub` (who is connected),
 //! `protocol` (ActionCable frames, pure), `cable` (one socket's loop), `channels` (what each action does), `routes`
 //! (the one routing table), `auth` (passwords, sessions), `assets` (the embedded web side), `throttle` (rate limits),
-//! `metrics`, `error` (the one catalog of client errors), `server` (listener and shutdown), `app` (shared state),
-//! `tls` (certificates and reload), `init` (the `--init` wizard), `backup` (backup, export, the control socket).
+//! `metrics`, `error` (the one catalog of client errors), `http` (HTTP's vocabulary: the body type, JSON, errors as
+//! HTTP, the admin and same-origin guards), `server` (listener and shutdown), `app` (shared state), `tls`
+//! (certificates and reload), `init` (the `--init` wizard), `backup` (backup, export, the control socket).
+//!
+//! The rule: a module uses only modules on the floors below its own, never one above or beside it, so arrows run one
+//! way and no two modules need each other (`scripts/import-circles` prints any circle that creeps back in):
+//!
+//! ```text
+//! server  init                               the process: listener and shutdown; the wizard
+//! backup                                     backup, export and the control socket
+//! routes                                     the one routing table
+//! cable                                      one socket's loop
+//! channels  metrics                          handlers over the shared state
+//! app                                        the shared state: one of each noun below, built once
+//! push  assets  tls                          nouns; push and assets answer their routes with the parts they need
+//! http                                       HTTP's vocabulary
+//! auth  hub  protocol                        sessions, who is connected, ActionCable frames
+//! store                                      redb behind typed methods
+//! config  error  throttle  timestamp         what everyone speaks
+//! ```
+//!
+//! `cable`'s `frame_reader` and `frame_writer` are WebSocket framing with no imports of their own: any floor may use
+//! them (the hub queues a `frame_writer::Kind`).
 
 pub mod app;
 pub mod assets;
