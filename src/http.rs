@@ -1,9 +1,10 @@
 //! HTTP's vocabulary, at the bottom of the house: the one body type, JSON answers and bodies, the error catalog's
 //! HTTP form, and the guards the admin routes share (a same-origin request, a live session).
 //!
-//! The routing table and the nouns' handlers (`auth`, `push`, `assets`, `metrics`, the conversations) speak it; it
-//! knows none of them, nor `App`: each guard takes just what it checks. Callers import its items
-//! (`use crate::http::{json_response, Body}`), never the module, so that `http::` keeps naming the http crate.
+//! The routing table and the nouns' handlers (`push`, `assets`, `metrics`, the conversations) speak it. It knows
+//! none of them, nor `App`: each guard takes just what it checks, and only the admin guard looks below, at `auth`'s
+//! sessions. Callers import its items (`use crate::http::{json_response, Body}`), never the module, so that `http::`
+//! keeps naming the http crate.
 
 use std::time::Duration;
 
