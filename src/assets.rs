@@ -19,6 +19,11 @@ use serde_json::json;
 use crate::config::Config;
 use crate::http::Body;
 
+// build.rs assembles the widget's panel with this; included here so `cargo test` checks its rules.
+#[cfg(test)]
+#[path = "../build/panel.rs"]
+mod panel_build;
+
 #[derive(RustEmbed)]
 #[folder = "web/"]
 #[exclude = "widget/panel/*"]
