@@ -1,6 +1,8 @@
 //! The state every request and socket shares: configuration, store, hub, authentication, throttles, counters.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use crate::auth::{Auth, PasswordSource};
 use crate::config::{Config, Origin};
 use crate::hub::Hub;
 use crate::push::Push;
+use crate::refused_origins::RefusedOrigins;
 use crate::store::{Store, TokenHash};
 use crate::throttle::{ConnectionCounter, RateLimiter};
 
@@ -28,6 +31,8 @@ pub struct App {
     /// Web Push: the VAPID key, the send queue, the per-conversation cool-downs. Shared with its sender task,
     /// which holds it weakly.
     pub push: Arc<Push>,
+    /// Origins whose pages tried to open the chat and were refused, for the log and the dashboard.
+    pub refused_origins: RefusedOrigins,
     /// Flips to `true` once on SIGTERM: sockets say `server_restart` and close.
     pub shutdown: watch::Receiver<bool>,
     pub started: Instant,
@@ -62,7 +67,8 @@ impl App {
         environment_password: Option<&str>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<(Arc<App>, PasswordSource)> {
-        let store = Store::open(&config.server.data_dir)?;
+        let store = Store::open(&config.server.data_dir)
+            .map_err(|error| explain_denied(error, &config.server.data_dir))?;
         let (auth, source) = Auth::new(
             &config.admin,
             environment_password,
@@ -95,6 +101,7 @@ impl App {
             throttles,
             counters: Counters::default(),
             push,
+            refused_origins: RefusedOrigins::default(),
             shutdown,
             started: Instant::now(),
         };
@@ -115,4 +122,63 @@ impl App {
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
+}
+
+/// A store that cannot be opened for lack of permission is nearly always a data dir made by another user (natter
+/// run once with sudo, or a unit's DynamicUser): the error then says which user natter runs as, who owns the data
+/// dir, and the command that fixes it.
+fn explain_denied(error: anyhow::Error, data_dir: &Path) -> anyhow::Error {
+    let denied = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    }) || error.to_string().contains("(os error 13)");
+    if !denied {
+        return error;
+    }
+    // The nearest part of the path that exists is the one whose owner matters.
+    let mut owned = data_dir.to_path_buf();
+    while std::fs::metadata(&owned).is_err() && owned.pop() {}
+    let owner = std::fs::metadata(&owned)
+        .ok()
+        .map(|metadata| metadata.uid());
+    let me = current_uid();
+    let user = |uid: Option<u32>| match uid {
+        Some(uid) => match user_name(uid) {
+            Some(name) => format!("{name} (uid {uid})"),
+            None => format!("uid {uid}"),
+        },
+        None => "an unknown user".to_string(),
+    };
+    let me_name = me
+        .and_then(user_name)
+        .unwrap_or_else(|| "$USER".to_string());
+    error.context(format!(
+        "natter runs as user {}, and {} belongs to {}: the data dir and every file in it must belong to (and be \
+         writable by) the user natter runs as. Fix it with `sudo chown -R {me_name} {}`, or run natter as that user, or choose another \
+         --data-dir",
+        user(me),
+        owned.display(),
+        user(owner),
+        data_dir.display()
+    ))
+}
+
+/// The user this process runs as: the owner of its own /proc entry (std has no getuid, and one call does not earn
+/// the libc crate).
+fn current_uid() -> Option<u32> {
+    std::fs::metadata("/proc/self")
+        .ok()
+        .map(|metadata| metadata.uid())
+}
+
+/// A user's name from /etc/passwd (read directly: the static binary has no NSS).
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == uid).then(|| name.to_string())
+    })
 }

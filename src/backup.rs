@@ -10,7 +10,9 @@
 //! `curl --unix-socket /var/lib/natter/natter.sock http://natter/backup -o natter-backup.redb`.
 //!
 //! When no server answers on the socket, the CLI opens the store itself and takes the same snapshot. Either way the
-//! copy is written next to FILE, opened and counted before it is renamed into place, so FILE is never half a backup.
+//! copy is written next to FILE, opened and counted before it is renamed into place, so FILE is never half a backup;
+//! an export is written the same way. FILE may not be the store, its log or anything in the data dir: compared by
+//! device and inode, since a copy renamed over the live store would be lost with everything written after it.
 //!
 //! Restore: stop natter, put the backup in the data dir as `natter.redb`, start natter (see docs/ops.md).
 
@@ -44,6 +46,8 @@ use crate::timestamp;
 pub const CONTROL_SOCKET: &str = "natter.sock";
 /// The store's file name in the data dir.
 const STORE_FILE: &str = "natter.redb";
+/// The store's write-ahead log in the data dir.
+const LOG_FILE: &str = "natter.wal";
 /// Bytes per chunk when streaming a snapshot: large enough for few syscalls, small enough to keep memory flat.
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks read ahead of the socket; the reader waits when the client is slow.
@@ -251,10 +255,8 @@ pub struct BackupReport {
 
 /// `natter backup FILE`: a consistent copy of the store at `destination`, never a half-written one.
 pub async fn backup(config: &Config, destination: &Path) -> anyhow::Result<BackupReport> {
-    let parent = match destination.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    refuse_target_in_data_dir(&config.server.data_dir, destination)?;
+    let parent = parent_folder(destination);
     // The copy is checked in a folder of its own next to FILE (Store::open wants the file named natter.redb) and
     // renamed over FILE once it opened and counted: same file system, so the rename is atomic.
     let staging = parent.join(format!(".natter-backup-{}", uuid::Uuid::new_v4()));
@@ -277,6 +279,63 @@ pub async fn backup(config: &Config, destination: &Path) -> anyhow::Result<Backu
     .await;
     let _ = std::fs::remove_dir_all(&staging);
     result
+}
+
+/// The folder a file goes in: its parent, or the current folder for a bare name.
+fn parent_folder(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A file's identity on this machine: the same (device, inode) is the same file, however the path is spelled.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|metadata| (metadata.dev(), metadata.ino()))
+}
+
+/// Refuses a backup or export target that is the store, its log, or any file inside the data dir: renamed there, a
+/// copy would replace the store under the running server, which goes on writing to the file it opened, and every
+/// message acknowledged after that is lost at the next start. Paths are compared by device and inode, so a symbolic
+/// link, a `..` or a hard link to the store is caught as well as the plain path.
+pub fn refuse_target_in_data_dir(data_dir: &Path, target: &Path) -> anyhow::Result<()> {
+    let Some(data_dir_identity) = file_identity(data_dir) else {
+        // No data dir yet: there is no store to overwrite.
+        return Ok(());
+    };
+    let refuse = || {
+        anyhow::anyhow!(
+            "{} is inside the data dir {} (or is its store): writing there would replace the live store; write the copy elsewhere, e.g. {}",
+            target.display(),
+            data_dir.display(),
+            std::env::temp_dir().join("natter-backup.redb").display()
+        )
+    };
+    if let Some(target_identity) = file_identity(target) {
+        if [STORE_FILE, LOG_FILE]
+            .iter()
+            .any(|name| file_identity(&data_dir.join(name)) == Some(target_identity))
+        {
+            return Err(refuse());
+        }
+    }
+    // Every folder the file would sit in, from its own up to the root: none may be the data dir.
+    let parent = parent_folder(target);
+    let Ok(mut folder) = std::fs::canonicalize(&parent) else {
+        // A folder that does not exist holds no store; creating the file there fails with its own message.
+        return Ok(());
+    };
+    loop {
+        if file_identity(&folder) == Some(data_dir_identity) {
+            return Err(refuse());
+        }
+        if !folder.pop() {
+            return Ok(());
+        }
+    }
 }
 
 /// Writes a snapshot of the store to `target` (which must not exist): from the running server when one answers on
@@ -409,6 +468,39 @@ pub async fn export(
     }
     .await;
     let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+/// `natter export --output FILE`: the export is written to a temp file next to FILE (mode 0600: it holds every
+/// conversation) and renamed over FILE once complete, so FILE is never half an export, and never the store.
+pub async fn export_to_file(
+    config: &Config,
+    format: ExportFormat,
+    destination: &Path,
+) -> anyhow::Result<ExportReport> {
+    refuse_target_in_data_dir(&config.server.data_dir, destination)?;
+    let temp = parent_folder(destination).join(format!(".natter-export-{}", uuid::Uuid::new_v4()));
+    let result = async {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .with_context(|| format!("cannot write next to {}", destination.display()))?;
+        let mut output = std::io::BufWriter::new(file);
+        let report = export(config, format, &mut output).await?;
+        output
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?
+            .sync_all()?;
+        std::fs::rename(&temp, destination)
+            .with_context(|| format!("cannot move the export to {}", destination.display()))?;
+        Ok(report)
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
     result
 }
 

@@ -30,6 +30,7 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// The address the HTTP(S) listener binds.
+    #[serde(deserialize_with = "deserialize_listen")]
     pub listen: SocketAddr,
     /// The public URL browsers use to reach natter (scheme, host, optional port). Empty: derived from `listen`.
     pub public_url: String,
@@ -326,6 +327,59 @@ impl<'de> Deserialize<'de> for Origin {
     }
 }
 
+/// The languages the widget speaks; `widget.language` is `auto` or one of these (a region such as `de-AT` is
+/// allowed and spoken as its language).
+pub const WIDGET_LANGUAGES: &[&str] = &["en", "de", "fr", "es"];
+
+/// The environment variables natter reads, each with what it sets; `--help` lists them from here.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("NATTER_CONFIG", "the config file, as --config"),
+    ("NATTER_LISTEN", "server.listen, e.g. 127.0.0.1:3100"),
+    ("NATTER_DATA_DIR", "server.data_dir"),
+    (
+        "NATTER_PUBLIC_URL",
+        "server.public_url, e.g. https://chat.example.com",
+    ),
+    (
+        "NATTER_ALLOWED_ORIGINS",
+        "widget.allowed_origins, comma-separated, e.g. https://blog.example.com",
+    ),
+    (
+        "NATTER_ADMIN_PASSWORD",
+        "the admin password, when the config has no admin.password_hash",
+    ),
+    ("NATTER_LOG", "server.log, e.g. info or natter=debug"),
+    ("NATTER_METRICS_TOKEN", "metrics.token"),
+    (
+        "NATTER_PUSH_ALLOW_LOOPBACK",
+        "push.allow_loopback (1 or true; for tests only)",
+    ),
+    ("RUST_LOG", "a log filter that wins over server.log"),
+];
+
+/// Parses a listen address, `IP:PORT`. `localhost` is taken as 127.0.0.1, since that is what anyone who writes it
+/// means; any other host name is refused with what to write instead: natter binds an address, not a name.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        if let Ok(port) = port.parse::<u16>() {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+    }
+    Err(format!(
+        "{text:?} is not an address to listen on: write an IP address and a port, e.g. 127.0.0.1:3100 (this machine \
+         only) or 0.0.0.0:3100 (every network interface)"
+    ))
+}
+
+fn deserialize_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_listen(&text).map_err(serde::de::Error::custom)
+}
+
 /// What the command line says, applied over the file and the environment.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -359,7 +413,9 @@ impl Config {
         use std::io::Read;
         let file = std::fs::File::open(path).map_err(|error| {
             anyhow::anyhow!(
-                "cannot open the config file {}: {error}; run `natter --init` to write one",
+                "cannot open the config file {}: {error}; run `{} --init --config {}` to write one",
+                path.display(),
+                crate::invocation::command(),
                 path.display()
             )
         })?;
@@ -384,9 +440,8 @@ impl Config {
     fn apply_environment(&mut self, environment: &HashMap<String, String>) -> anyhow::Result<()> {
         let get = |name: &str| environment.get(name).filter(|value| !value.is_empty());
         if let Some(listen) = get("NATTER_LISTEN") {
-            self.server.listen = listen.parse().map_err(|_| {
-                anyhow::anyhow!("NATTER_LISTEN={listen:?} is not an address like 127.0.0.1:3100")
-            })?;
+            self.server.listen =
+                parse_listen(listen).map_err(|error| anyhow::anyhow!("NATTER_LISTEN: {error}"))?;
         }
         if let Some(data_dir) = get("NATTER_DATA_DIR") {
             self.server.data_dir = PathBuf::from(data_dir);
@@ -427,7 +482,8 @@ impl Config {
             && !self.admin.password_hash.starts_with("$argon2id$")
         {
             anyhow::bail!(
-                "admin.password_hash must be an argon2id hash ($argon2id$...); run `natter --init` to make one"
+                "admin.password_hash must be an argon2id hash ($argon2id$...); run `{} --init` to make one",
+                crate::invocation::command()
             );
         }
         if !(1..=365).contains(&self.admin.session_days) {
@@ -444,11 +500,19 @@ impl Config {
             ("widget.title", &self.widget.title, 80),
             ("widget.greeting", &self.widget.greeting, 500),
             ("widget.away_message", &self.widget.away_message, 500),
-            ("widget.language", &self.widget.language, 16),
         ] {
             if text.chars().count() > limit {
                 anyhow::bail!("{key} is longer than {limit} characters");
             }
+        }
+        let language = self.widget.language.as_str();
+        let spoken = language.split('-').next().unwrap_or_default();
+        if language != "auto" && !(WIDGET_LANGUAGES.contains(&spoken) && language.len() <= 16) {
+            anyhow::bail!(
+                "widget.language = {language:?} is not a language the widget speaks: use \"auto\" (the visitor's browser \
+                 decides) or one of {}",
+                WIDGET_LANGUAGES.join(", ")
+            );
         }
         if self.limits.max_connections == 0 || self.limits.max_connections_per_ip == 0 {
             anyhow::bail!(
@@ -559,6 +623,43 @@ mod tests {
             Origin::parse("https://example.com.evil.net").unwrap(),
             Origin::parse("https://example.com").unwrap()
         );
+    }
+
+    /// Issue 16: `widget.language = "it"` was accepted and silently shown in English.
+    #[test]
+    fn a_language_the_widget_does_not_speak_stops_natter_naming_the_key() {
+        let config = Config::parse("[widget]\nlanguage = \"it\"\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("widget.language") && error.contains("auto") && error.contains("de"),
+            "{error}"
+        );
+        for good in ["auto", "en", "de", "fr", "es", "de-AT"] {
+            let config = Config::parse(&format!("[widget]\nlanguage = \"{good}\"\n")).unwrap();
+            assert!(config.validate().is_ok(), "{good}");
+        }
+    }
+
+    /// Issue 16: `--listen localhost:3100` answered "invalid socket address syntax".
+    #[test]
+    fn a_listen_address_takes_localhost_and_says_what_to_write_for_other_names() {
+        assert_eq!(
+            parse_listen("localhost:3100"),
+            Ok("127.0.0.1:3100".parse().unwrap())
+        );
+        assert_eq!(parse_listen("[::1]:80"), Ok("[::1]:80".parse().unwrap()));
+        let error = parse_listen("chat.example.com:3100").unwrap_err();
+        assert!(
+            error.contains("127.0.0.1:3100") && error.contains("0.0.0.0:3100"),
+            "{error}"
+        );
+        let error = Config::parse("[server]\nlisten = \"example.com:1\"\n").unwrap_err();
+        assert!(
+            error.contains("listen") && error.contains("127.0.0.1:3100"),
+            "{error}"
+        );
+        let config = Config::parse("[server]\nlisten = \"localhost:4000\"\n").unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:4000".parse().unwrap());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::config::{Config, Origin, TlsMode};
+use crate::invocation;
 
 /// The shortest admin password the wizard accepts: argon2id slows guessing, it does not make `1234` safe.
 const MIN_PASSWORD_CHARS: usize = 10;
@@ -53,7 +54,8 @@ pub fn run(options: &InitOptions) -> anyhow::Result<Config> {
     } else {
         if !std::io::stdin().is_terminal() {
             anyhow::bail!(
-                "natter --init asks its questions on a terminal, and this is not one. Run natter --init on a terminal, or pass --non-interactive with --public-url URL --admin-password-file FILE (and --listen, --tls, --allowed-origin, --data-dir as needed)"
+                "natter --init asks its questions on a terminal, and this is not one. Run {} --init on a terminal, or pass --non-interactive with --public-url URL --admin-password-file FILE (and --listen, --tls, --allowed-origin, --data-dir as needed)",
+                invocation::command()
             );
         }
         let mut terminal = Terminal {
@@ -437,9 +439,10 @@ fn default_blog_origin(public_origin: &Origin) -> Option<String> {
     parent.contains('.').then(|| format!("https://{parent}"))
 }
 
-/// Writes the config with mode 0600: it holds the password hash. Without `--force` the file must not exist (checked
-/// again here, atomically, in case it appeared while the wizard asked); with it, the new file replaces the old in one
-/// rename.
+/// Writes the config with mode 0600: it holds the password hash. The text goes to a temp file next to the config
+/// first, so the config is never half written: with `--force` the temp file replaces the old config in one rename;
+/// without it, a hard link puts it in place only if no file has that name (checked atomically, in case one appeared
+/// while the wizard asked).
 fn write_config(path: &Path, config: &Config, force: bool) -> anyhow::Result<()> {
     let text = render(config)?;
     if let Some(parent) = path
@@ -449,30 +452,21 @@ fn write_config(path: &Path, config: &Config, force: bool) -> anyhow::Result<()>
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    if force {
-        let temp = path.with_extension("toml.new");
-        crate::tls::write_private(&temp, text.as_bytes())?;
-        std::fs::rename(&temp, path)
-            .with_context(|| format!("cannot replace {}", path.display()))?;
-        return Ok(());
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(|error| match error.kind() {
-        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
-            "{} already exists; pass --force to replace it",
-            path.display()
-        ),
-        _ => anyhow::anyhow!("cannot write {}: {error}", path.display()),
-    })?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
+    let temp = path.with_extension(format!("toml.{}.new", std::process::id()));
+    crate::tls::write_private(&temp, text.as_bytes())?;
+    let placed = if force {
+        std::fs::rename(&temp, path).with_context(|| format!("cannot replace {}", path.display()))
+    } else {
+        std::fs::hard_link(&temp, path).map_err(|error| match error.kind() {
+            std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+                "{} already exists; pass --force to replace it",
+                path.display()
+            ),
+            _ => anyhow::anyhow!("cannot write {}: {error}", path.display()),
+        })
+    };
+    let _ = std::fs::remove_file(&temp);
+    placed
 }
 
 /// The config as TOML, every key included (so the operator sees what can be changed), after a header that says
@@ -518,8 +512,11 @@ pub fn closing_words(path: &Path, config: &Config) -> String {
         TlsMode::Off => {}
     }
     text.push_str("Web Push: natter makes its VAPID key on first start and keeps it in the store (backups carry it).\n\n");
+    let command = invocation::command();
+    let binary = invocation::binary();
+    let unit = invocation::unit_file();
     text.push_str(&format!(
-        "Try it now:\n\n    natter --config {}\n\nRun it as a service (systemd):\n\n    sudo install -m 0755 natter /usr/local/bin/natter\n    sudo install -d -m 0700 /etc/natter\n    sudo install -m 0600 {} /etc/natter/natter.toml   # the unit reads it as a credential\n    sudo install -m 0644 systemd/natter.service /etc/systemd/system/natter.service\n    sudo systemctl daemon-reload && sudo systemctl enable --now natter\n    journalctl -u natter -f\n\n",
+        "Try it now:\n\n    {command} --config {}\n\nRun it as a service (systemd):\n\n    sudo install -m 0755 {binary} /usr/local/bin/natter\n    sudo install -d -m 0700 /etc/natter\n    sudo install -m 0600 {} /etc/natter/natter.toml   # the unit reads it as a credential\n    sudo install -m 0644 {unit} /etc/systemd/system/natter.service\n    sudo systemctl daemon-reload && sudo systemctl enable --now natter\n    journalctl -u natter -f\n\n",
         path.display(),
         path.display()
     ));

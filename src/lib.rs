@@ -17,9 +17,11 @@
 //! The modules, one per noun: `config` (the settings), `store` (redb behind typed methods), `hub` (who is connected),
 //! `protocol` (ActionCable frames, pure), `cable` (one socket's loop), `channels` (what each action does), `routes`
 //! (the one routing table), `auth` (passwords, sessions), `assets` (the embedded web side), `throttle` (rate limits),
-//! `metrics`, `error` (the one catalog of client errors), `http` (HTTP's vocabulary: the body type, JSON, errors as
+//! `metrics`, `refused_origins` (pages refused for their origin, told to the operator), `error` (the one catalog
+//! of client errors), `http` (HTTP's vocabulary: the body type, JSON, errors as
 //! HTTP, the admin and same-origin guards), `server` (listener and shutdown), `app` (shared state), `tls`
-//! (certificates and reload), `init` (the `--init` wizard), `backup` (backup, export, the control socket).
+//! (certificates and reload), `init` (the `--init` wizard), `invocation` (how the
+//! operator types natter from where they are), `backup` (backup, export, the control socket).
 //!
 //! The rule: a module uses only modules on the floors below its own, never one above or beside it, so arrows run one
 //! way and no two modules need each other (`scripts/import-circles` prints any circle that creeps back in):
@@ -33,9 +35,10 @@
 //! app                                        the shared state: one of each noun below, built once
 //! push  assets  tls                          nouns; push and assets answer their routes with the parts they need
 //! http                                       HTTP's vocabulary
-//! auth  hub  protocol                        sessions, who is connected, ActionCable frames
+//! auth  hub  protocol  refused_origins       sessions, who is connected, ActionCable frames, refused pages
 //! store                                      redb behind typed methods
 //! config  error  throttle  timestamp         what everyone speaks
+//! invocation                                 how to name natter in a message
 //! ```
 //!
 //! `cable`'s `frame_reader` and `frame_writer` are WebSocket framing with no imports of their own: any floor may use
@@ -52,9 +55,11 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod init;
+pub mod invocation;
 pub mod metrics;
 pub mod protocol;
 pub mod push;
+pub mod refused_origins;
 pub mod routes;
 pub mod server;
 pub mod store;

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use natter::auth::PasswordSource;
 use natter::backup::{self, ExportFormat, Source};
-use natter::config::{Config, Overrides, TlsMode};
+use natter::config::{self, Config, Overrides, TlsMode};
 use natter::init::{self, InitOptions};
 use natter::server::Server;
 
@@ -36,7 +36,7 @@ struct Cli {
     #[arg(long, value_name = "PATH", env = "NATTER_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// The address to listen on, e.g. 0.0.0.0:443 (overrides server.listen).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = config::parse_listen)]
     listen: Option<std::net::SocketAddr>,
     /// Where the store and keys live (overrides server.data_dir).
     #[arg(long, value_name = "DIR", global = true)]
@@ -64,7 +64,7 @@ struct Cli {
     #[arg(long, value_name = "PATH", requires = "init")]
     key: Option<PathBuf>,
     /// With --init: a plain-HTTP address that redirects to HTTPS, e.g. 0.0.0.0:80.
-    #[arg(long, value_name = "ADDR", requires = "init")]
+    #[arg(long, value_name = "ADDR", requires = "init", value_parser = config::parse_listen)]
     redirect_listen: Option<std::net::SocketAddr>,
     /// With --init: the dashboard's user name (default admin).
     #[arg(long, value_name = "NAME", requires = "init")]
@@ -121,8 +121,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// The end of `--help`: every environment variable natter reads, from the one list in `config`.
+fn environment_help() -> String {
+    let width = config::ENVIRONMENT
+        .iter()
+        .map(|(name, _)| name.len())
+        .max()
+        .unwrap_or(0);
+    let mut text = String::from("Environment (over the config file, under the flags):\n");
+    for (name, what) in config::ENVIRONMENT {
+        text.push_str(&format!("  {name:width$}  {what}\n"));
+    }
+    text
+}
+
 fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().after_help(environment_help()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     if cli.init {
         let options = init_options(&cli);
         init::run(&options)?;
@@ -168,10 +183,7 @@ fn run() -> anyhow::Result<()> {
                 FormatArg::Csv => ExportFormat::Csv,
             };
             let report = match &output {
-                Some(path) => {
-                    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-                    runtime.block_on(backup::export(&config, format, &mut file))?
-                }
+                Some(path) => runtime.block_on(backup::export_to_file(&config, format, path))?,
                 None => {
                     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
                     runtime.block_on(backup::export(&config, format, &mut stdout))?
@@ -230,13 +242,23 @@ async fn serve(config: Config, environment_password: Option<&str>) -> anyhow::Re
     {
         println!("{warning}");
     }
+    let allowed = &app.config.widget.allowed_origins;
+    if allowed.is_empty() {
+        println!(
+            "allowed origins: none, so the widget opens only on natter's own pages; add your blog's with\n  widget.allowed_origins = [\"https://blog.example.com\"] in the config or NATTER_ALLOWED_ORIGINS=https://blog.example.com"
+        );
+    } else {
+        let names: Vec<&str> = allowed.iter().map(config::Origin::as_str).collect();
+        println!("allowed origins: {}", names.join(", "));
+    }
     println!(
         "dashboard: {}/admin/  (user {:?})",
         app.public_origin, app.config.admin.username
     );
     match server.password_source() {
         PasswordSource::Generated(password) => println!(
-            "admin password (shown once, stored hashed): {password}\n  set NATTER_ADMIN_PASSWORD or run natter --init to choose your own"
+            "admin password (shown once, stored hashed): {password}\n  set NATTER_ADMIN_PASSWORD or run {} --init to choose your own",
+            natter::invocation::command()
         ),
         PasswordSource::Stored => println!("admin password: the one printed at first start (or set NATTER_ADMIN_PASSWORD)"),
         PasswordSource::Config | PasswordSource::Environment => {}

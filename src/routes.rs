@@ -92,6 +92,14 @@ async fn route(
             admin_write(&app.public_origin, &app.auth, &app.store, request.headers())?;
             delete_conversation(app, parse_id(id)?).await
         }
+        (&Method::GET, ["refused_origins"]) => {
+            admin(&app.auth, &app.store, request.headers())?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "refused_origins": app.refused_origins.list() }),
+            ))
+        }
+        (&Method::GET, ["widget", "allowed"]) => Ok(widget_allowed(app, request.headers())),
         (&Method::GET, ["push", "key"]) => crate::push::key(&app.push),
         (&Method::POST, ["push_subscriptions"]) => {
             crate::push::subscribe(&app.push, &app.auth, request).await
@@ -112,7 +120,8 @@ async fn route(
         }
         (
             _,
-            ["cable" | "healthz" | "metrics" | "conversations" | "auth" | "push_subscriptions", ..],
+            ["cable" | "healthz" | "metrics" | "conversations" | "auth" | "push_subscriptions"
+            | "refused_origins", ..],
         ) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found(format!("nothing at {path}"))),
     }
@@ -252,6 +261,28 @@ fn cors_origin(app: &App, headers: &HeaderMap) -> Option<HeaderValue> {
         .allowed_origins
         .contains(&origin)
         .then(|| value.clone())
+}
+
+/// Whether the page asking may open the chat: the widget asks when its socket is refused, so it can say the chat is
+/// not set up for this site instead of retrying forever (a refused WebSocket tells the page nothing). Readable from
+/// any origin and carrying no credentials: whether an origin is allowed is no secret, any client can try the socket.
+fn widget_allowed(app: &App, headers: &HeaderMap) -> Response<Body> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| Origin::parse(value).ok());
+    let allowed = origin
+        .as_ref()
+        .is_some_and(|origin| app.is_widget_origin(origin));
+    let mut response = json_response(
+        StatusCode::OK,
+        &json!({ "origin": origin, "allowed": allowed }),
+    );
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
 }
 
 fn preflight() -> Response<Body> {

@@ -7,7 +7,7 @@
 //! committed everything queued, so nothing acknowledged is lost and nothing half-written is left.
 //!
 //! Beside the main listener: with TLS on, an optional plain-HTTP listener (`tls.redirect_listen`) that answers every
-//! request with a redirect to the HTTPS public URL; and always the control socket in the data dir, through which
+//! request with a redirect to the HTTPS public URL (plain HTTP sent to the TLS port itself gets the same redirect); and always the control socket in the data dir, through which
 //! `natter backup` takes a consistent copy of the running store (see `backup`).
 
 use std::future::Future;
@@ -38,6 +38,8 @@ use crate::tls::{Tls, HANDSHAKE_TIMEOUT};
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The read buffer of one HTTP connection, which bounds the size of request headers.
 const MAX_HEADER_BUFFER: usize = 32 * 1024;
+/// The first byte of every TLS connection: the record type of a handshake (RFC 8446, section 5.1).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// How long shutdown waits for sockets to say goodbye and requests to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -229,6 +231,17 @@ fn accept_connection(
     };
     let acceptor = tls.acceptor().clone();
     tokio::spawn(async move {
+        // A browser pointed at http:// on the TLS port sends a plain request, which the handshake would drop without
+        // a word: every TLS connection begins with a handshake record (byte 0x16), so anything else gets the redirect
+        // to the HTTPS public URL that `tls.redirect_listen` gives.
+        let mut first = [0_u8; 1];
+        if let Ok(Ok(1)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+            if first[0] != TLS_HANDSHAKE_RECORD {
+                serve_redirect(stream, Arc::new(app.public_origin.clone())).await;
+                open.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+        }
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => serve_http(app, TokioIo::new(stream), peer).await,
             Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
@@ -288,18 +301,24 @@ async fn serve_redirects(
                 }
             },
         };
+        tokio::spawn(serve_redirect(stream, public_origin.clone()));
+    }
+}
+
+/// Answers one plain-HTTP connection's request with the redirect to HTTPS, then closes it.
+async fn serve_redirect(stream: TcpStream, public_origin: Arc<Origin>) {
+    let service = service_fn(move |request: Request<Incoming>| {
         let public_origin = public_origin.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            let public_origin = public_origin.clone();
-            async move { Ok::<_, std::convert::Infallible>(redirect_response(&public_origin, &request)) }
-        });
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BUFFER)
-            .keep_alive(false)
-            .serve_connection(TokioIo::new(stream), service);
-        tokio::spawn(connection);
+        async move { Ok::<_, std::convert::Infallible>(redirect_response(&public_origin, &request)) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BUFFER)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "plain HTTP connection ended with an error");
     }
 }
 

@@ -244,11 +244,7 @@ fn init_refuses_without_a_terminal_and_says_what_to_do() {
         .unwrap();
     assert!(!output.status.success());
     let said = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        said.contains("run natter --init on a terminal")
-            || said.contains("Run natter --init on a terminal"),
-        "{said}"
-    );
+    assert!(said.contains(" --init on a terminal"), "{said}");
     assert!(
         said.contains("--non-interactive") && said.contains("--public-url"),
         "{said}"
@@ -427,4 +423,242 @@ fn version_names_the_build_date_the_linkage_and_the_features() {
             .starts_with("features: tls (rustls, ring"),
         "{said}"
     );
+}
+
+/// Issue 16: `--help` listed none of the `NATTER_*` variables. It lists every one natter reads: the list in
+/// `config::ENVIRONMENT`, which must name each variable the config code looks up.
+#[test]
+fn help_lists_every_environment_variable_natter_reads() {
+    let output = natter().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (name, _) in natter::config::ENVIRONMENT {
+        assert!(
+            help.contains(name),
+            "--help does not mention {name}:\n{help}"
+        );
+    }
+    let source = concat!(
+        include_str!("../src/config.rs"),
+        include_str!("../src/main.rs")
+    );
+    for read in source
+        .split("get(\"")
+        .skip(1)
+        .chain(source.split("env = \"").skip(1))
+    {
+        let name = read.split('"').next().unwrap();
+        if name.starts_with("NATTER_") {
+            assert!(
+                natter::config::ENVIRONMENT
+                    .iter()
+                    .any(|(listed, _)| *listed == name),
+                "{name} is read but not in config::ENVIRONMENT"
+            );
+        }
+    }
+}
+
+/// Issue 16: `--listen localhost:3100` answered "invalid socket address syntax".
+#[test]
+fn a_listen_address_that_is_a_host_name_says_what_to_write() {
+    let output = natter()
+        .args(["--listen", "chat.example.com:3100"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("127.0.0.1:3100") && said.contains("0.0.0.0:3100"),
+        "{said}"
+    );
+}
+
+/// The first line of `text` after `marker`'s line that is not blank, trimmed.
+fn line_after<'a>(text: &'a str, marker: &str) -> &'a str {
+    text.lines()
+        .skip_while(|line| !line.contains(marker))
+        .skip(1)
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or_else(|| panic!("no line after {marker:?} in:\n{text}"))
+        .trim()
+}
+
+/// Issue 16: after `cargo run` there is no `natter` on the PATH, yet the wizard said `natter --config ...` and
+/// `install ... natter`. Every command it prints now works from the folder it ran in: here a fresh folder with a
+/// PATH that has no natter, and the source tree, where it names `target/.../natter` and `systemd/natter.service`.
+#[test]
+fn the_wizard_prints_commands_that_work_from_where_the_user_is() {
+    let temp = tempfile::tempdir().unwrap();
+    let password_file = temp.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let source_tree = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (folder, name) in [(temp.path(), "elsewhere.toml"), (source_tree, "")] {
+        let config_path = temp
+            .path()
+            .join(if name.is_empty() { "tree.toml" } else { name });
+        let output = natter()
+            .current_dir(folder)
+            .env("PATH", "/usr/bin:/bin")
+            .args([
+                "--init",
+                "--non-interactive",
+                "--config",
+                config_path.to_str().unwrap(),
+                "--public-url",
+                "http://127.0.0.1:3100",
+                "--admin-password-file",
+                password_file.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let try_it = line_after(&said, "Try it now:");
+        let program = try_it.split_whitespace().next().unwrap();
+        assert!(
+            try_it.ends_with(&format!("--config {}", config_path.display())),
+            "{try_it}"
+        );
+        let runs = Command::new(program)
+            .current_dir(folder)
+            .env("PATH", "/usr/bin:/bin")
+            .arg("--version")
+            .output();
+        assert!(
+            runs.is_ok_and(|output| output.status.success()),
+            "{program:?}, as the wizard prints it, does not run from {}",
+            folder.display()
+        );
+        let install = line_after(&said, "Run it as a service");
+        let binary = install.split_whitespace().nth(4).unwrap();
+        assert!(folder.join(binary).is_file(), "{install}");
+        let unit = said
+            .lines()
+            .find(|line| line.contains("/etc/systemd/system/natter.service"))
+            .unwrap()
+            .split_whitespace()
+            .nth(4)
+            .unwrap();
+        if folder == source_tree {
+            assert!(program.starts_with("target/"), "{try_it}");
+            assert!(folder.join(unit).is_file(), "{unit}");
+        }
+    }
+}
+
+/// Issue 16: a page on an origin that is not allowed failed silently, and the first start did not say which origins
+/// were allowed. The banner names them (or says there are none), and each refused origin is logged once (per few
+/// minutes) with the exact fix.
+#[test]
+fn the_banner_names_the_allowed_origins_and_a_refused_origin_is_logged_with_its_fix() {
+    use std::io::{Read, Write};
+    let temp = tempfile::tempdir().unwrap();
+    let mut child = natter()
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(temp.path().join("data"))
+        .env("NATTER_ADMIN_PASSWORD", PASSWORD)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    let mut address = None;
+    while !banner.contains("widget: ") {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "{banner}");
+        if let Some(bound) = line.trim().strip_prefix("natter listening on http://") {
+            address = Some(bound.parse::<SocketAddr>().unwrap());
+        }
+        banner.push_str(&line);
+    }
+    assert!(banner.contains("allowed origins: none"), "{banner}");
+    let address = address.unwrap();
+    for _ in 0..2 {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "GET /cable?token=6a0f7d3e-4b1c-4e8a-9f2d-1c3b5a7e9d0f HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: actioncable-v1-json\r\nOrigin: http://localhost:8088\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    }
+    let _ = child.kill();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let _ = child.wait();
+    let told: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("http://localhost:8088"))
+        .collect();
+    assert_eq!(told.len(), 1, "{log}");
+    assert!(
+        told[0].contains("widget.allowed_origins")
+            && told[0].contains("NATTER_ALLOWED_ORIGINS=http://localhost:8088"),
+        "{log}"
+    );
+}
+
+/// Issue 16: "Permission denied" on the store did not say which user natter runs as, nor that the data dir must
+/// belong to it. Here a data dir made by root is opened by natter running as `nobody` (or, when the tests do not run
+/// as root, a data dir natter may not write).
+#[test]
+fn a_data_dir_natter_may_not_write_names_the_user_and_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let temp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data_dir = temp.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    let as_root = std::fs::metadata("/proc/self")
+        .map(|metadata| std::os::unix::fs::MetadataExt::uid(&metadata) == 0)
+        .unwrap();
+    let mut command = if as_root {
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=65534", "--regid=65534", "--clear-groups", NATTER]);
+        command
+    } else {
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o500)).unwrap();
+        natter()
+    };
+    let output = command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ])
+        .env_remove("NATTER_CONFIG")
+        .env("NATTER_ADMIN_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("natter runs as user")
+            && said.contains(&data_dir.display().to_string())
+            && said.contains("must belong to")
+            && said.contains("chown"),
+        "{said}"
+    );
+    if as_root {
+        assert!(
+            said.contains("nobody (uid 65534)") && said.contains("root (uid 0)"),
+            "{said}"
+        );
+    }
 }

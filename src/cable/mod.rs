@@ -18,6 +18,7 @@ use std::time::Duration;
 use http::{HeaderMap, Response};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use serde_json::json;
 use tokio::io::{BufWriter, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
@@ -107,6 +108,11 @@ pub fn upgrade(
     let caller = match token {
         Some(token) => {
             if !app.is_widget_origin(&origin) {
+                if let Some(refusal) = app.refused_origins.record(&origin) {
+                    app.hub.to_admins(&crate::channels::event(
+                        json!({ "type": "refused_origin", "refused_origin": refusal }),
+                    ));
+                }
                 return Err(ApiError::forbidden(format!(
                     "{origin} is not in widget.allowed_origins"
                 )));

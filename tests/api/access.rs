@@ -295,3 +295,58 @@ async fn the_blog_gets_cors_with_credentials_and_others_get_none() {
         .await;
     assert_eq!(other.header("access-control-allow-origin"), None);
 }
+
+/// Issue 16: a blog preview on an origin that is not allowed failed silently: the widget retried forever, the server
+/// logged nothing, and only the browser console showed a 403. The dashboard now hears of each refused origin live
+/// (once per few minutes) and can list them; the widget can ask whether its page may open the chat.
+#[tokio::test]
+async fn a_refused_origin_is_told_to_the_dashboard_and_the_widget_can_ask_why() {
+    let app = spawn_app().await;
+    let cookie = app.login().await;
+    let mut admin = subscribed_admin(&app, &cookie).await;
+    let preview = "http://localhost:8088";
+    let visitor_path = format!("/cable?token={}", uuid());
+    for _ in 0..3 {
+        let refused = Client::connect(app.address, &visitor_path, preview, None)
+            .await
+            .err()
+            .expect("an origin that is not allowed is refused");
+        assert_eq!(refused.status, Some(http::StatusCode::FORBIDDEN));
+    }
+    let told = admin.event("refused_origin").await;
+    assert_eq!(told["refused_origin"]["origin"], preview);
+    assert_eq!(told["refused_origin"]["attempts"], 1);
+
+    let listed = app
+        .http("GET", "/refused_origins", &[("cookie", &cookie)], None)
+        .await;
+    assert_eq!(listed.status, http::StatusCode::OK);
+    let listed = listed.json();
+    assert_eq!(listed["refused_origins"][0]["origin"], preview);
+    assert_eq!(listed["refused_origins"][0]["attempts"], 3);
+    assert_eq!(
+        app.http("GET", "/refused_origins", &[], None).await.status,
+        http::StatusCode::UNAUTHORIZED
+    );
+
+    // The widget on that page asks, without credentials, and learns it is not allowed; the blog is.
+    let answer = app
+        .http("GET", "/widget/allowed", &[("origin", preview)], None)
+        .await;
+    assert_eq!(answer.status, http::StatusCode::OK);
+    assert_eq!(
+        answer.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    assert_eq!(answer.header("access-control-allow-credentials"), None);
+    assert_eq!(answer.json()["allowed"], false);
+    let answer = app
+        .http("GET", "/widget/allowed", &[("origin", BLOG)], None)
+        .await;
+    assert_eq!(answer.json()["allowed"], true);
+    // Only the first refusal reached the dashboard: the next event is the one this visitor from the blog causes.
+    let mut visitor = subscribed_visitor(&app, &uuid()).await;
+    visitor.speak("hello", uuid()).await;
+    let next = admin.next().await.expect("an event");
+    assert_ne!(next["message"]["type"], "refused_origin", "{next}");
+}

@@ -335,6 +335,35 @@ async fn the_plain_http_listener_redirects_to_the_https_public_url_and_serves_no
     running.stop().await;
 }
 
+/// Issue 16: plain HTTP sent to the TLS port got a dropped connection, which a browser shows as a blank error page.
+/// It now gets the redirect to the HTTPS public URL, and TLS on the same port still works.
+#[tokio::test]
+async fn plain_http_sent_to_the_tls_port_is_redirected_to_https() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut config = test_config(temp.path(), None);
+    config.tls.mode = TlsMode::SelfSigned;
+    config.server.public_url = "https://localhost:8443".into();
+    let running = start(config).await;
+    let response = http(running.address, "GET", "/admin/", &[], None).await;
+    assert_eq!(response.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        response.header("location").as_deref(),
+        Some("https://localhost:8443/admin/")
+    );
+    let answer = tls_get(
+        running.address,
+        client_config(
+            &temp.path().join("tls/self-signed.crt"),
+            &[&rustls::version::TLS13],
+        ),
+        "/healthz",
+    )
+    .await
+    .expect("TLS is served on the same port");
+    assert_eq!(answer.status, StatusCode::OK);
+    running.stop().await;
+}
+
 #[test]
 fn a_redirect_listener_without_tls_is_refused_at_start() {
     let mut config = Config::default();
@@ -544,6 +573,83 @@ async fn export_lists_every_message_as_json_and_csv_and_backup_works_with_the_se
     ])
     .await;
     assert!(!ok && stderr.contains("no store at"), "{stderr}");
+}
+
+/// Issue 16: `natter backup ./natter-data/natter.redb` while natter ran replaced the store under the running server,
+/// which went on writing to the deleted file; after a restart the acknowledged messages were gone. A target that is
+/// the store, its log, or anything inside the data dir is refused (by device and inode, so another spelling of the
+/// path is refused too), and the store still holds every message afterwards.
+#[tokio::test]
+async fn a_backup_or_export_aimed_at_the_live_store_is_refused_and_the_store_keeps_every_message() {
+    let mut app = spawn_app().await;
+    let mut visitor = subscribed_visitor(&app, &uuid()).await;
+    let mut acknowledged = Vec::new();
+    for count in 0..5 {
+        visitor.speak(format!("message {count}"), uuid()).await;
+        acknowledged.push(visitor.event("message").await["message"].clone());
+    }
+    let conversation_id = acknowledged[0]["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data_dir = app.data_dir.clone();
+    // Another spelling of the data dir: a symbolic link to it, and a path through `..`.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let link = elsewhere.path().join("link-to-data");
+    std::os::unix::fs::symlink(&data_dir, &link).unwrap();
+    let roundabout = data_dir.join("..").join(data_dir.file_name().unwrap());
+    let targets = [
+        data_dir.join("natter.redb"),
+        data_dir.join("natter.wal"),
+        data_dir.join("backup.redb"),
+        link.join("natter.redb"),
+        roundabout.join("natter.redb"),
+    ];
+    let data_dir_text = data_dir.display().to_string();
+    for target in &targets {
+        let (ok, _, stderr) = natter(&[
+            "backup",
+            target.to_str().unwrap(),
+            "--data-dir",
+            &data_dir_text,
+        ])
+        .await;
+        assert!(
+            !ok,
+            "a backup onto {} was taken: {stderr}",
+            target.display()
+        );
+        assert!(
+            stderr.contains("inside the data dir") && stderr.contains("elsewhere"),
+            "{stderr}"
+        );
+        let (ok, _, stderr) = natter(&[
+            "export",
+            "--output",
+            target.to_str().unwrap(),
+            "--data-dir",
+            &data_dir_text,
+        ])
+        .await;
+        assert!(
+            !ok,
+            "an export onto {} was written: {stderr}",
+            target.display()
+        );
+    }
+    assert!(!data_dir.join("backup.redb").exists());
+
+    // The running server still writes to the store it opened, and a restart finds every message.
+    visitor.speak("after the refused backups", uuid()).await;
+    acknowledged.push(visitor.event("message").await["message"].clone());
+    app.restart().await;
+    let cookie = app.login().await;
+    let ids = stored_ids(&app, &cookie, &conversation_id).await;
+    let expected: Vec<u64> = acknowledged
+        .iter()
+        .map(|message| message["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, expected);
 }
 
 #[tokio::test]
