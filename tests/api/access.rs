@@ -313,7 +313,10 @@ async fn a_refused_origin_is_told_to_the_dashboard_and_the_widget_can_ask_why() 
             .expect("an origin that is not allowed is refused");
         assert_eq!(refused.status, Some(http::StatusCode::FORBIDDEN));
     }
-    let told = admin.event("refused_origin").await;
+    // Pings keep the socket busy, so `event` alone would wait forever for an announcement that never comes.
+    let told = tokio::time::timeout(PATIENCE, admin.event("refused_origin"))
+        .await
+        .expect("the dashboard hears of the refused origin");
     assert_eq!(told["refused_origin"]["origin"], preview);
     assert_eq!(told["refused_origin"]["attempts"], 1);
 
