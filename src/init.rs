@@ -102,7 +102,9 @@ fn from_flags(options: &InitOptions) -> anyhow::Result<Config> {
         config.tls.cert = options.cert.clone().unwrap_or(cert);
         config.tls.key = options.key.clone().unwrap_or(key);
     }
-    config.tls.redirect_listen = options.redirect_listen;
+    config.tls.redirect_listen = options
+        .redirect_listen
+        .or_else(|| default_redirect(listen, tls));
     config.admin.password_hash = crate::auth::hash_password(&password);
     config.widget.allowed_origins = parse_origins(&options.allowed_origins.join(","))?;
     Ok(config)
@@ -196,9 +198,7 @@ fn ask<R: BufRead, W: Write>(
         .unwrap_or_else(|| default_listen(&public_origin))
         .to_string();
     let listen = terminal.ask("Address to listen on", &listen_default, |answer| {
-        answer
-            .parse::<SocketAddr>()
-            .map_err(|_| format!("{answer:?} is not an address like 0.0.0.0:443 or 127.0.0.1:3100"))
+        crate::config::parse_listen(answer)
     })?;
     let tls_default = options
         .tls
@@ -224,14 +224,8 @@ fn ask<R: BufRead, W: Write>(
     if tls != TlsMode::Off {
         let suggestion = options
             .redirect_listen
-            .map(|address| address.to_string())
-            .unwrap_or_else(|| {
-                if listen.port() == 443 {
-                    SocketAddr::new(listen.ip(), 80).to_string()
-                } else {
-                    "none".to_string()
-                }
-            });
+            .or_else(|| default_redirect(listen, tls))
+            .map_or_else(|| "none".to_string(), |address| address.to_string());
         config.tls.redirect_listen = terminal.ask(
             "Plain-HTTP address that redirects to HTTPS (\"none\" for no redirect)",
             &suggestion,
@@ -412,6 +406,11 @@ fn default_tls(public_origin: &Origin, listen: SocketAddr) -> TlsMode {
     }
 }
 
+/// natter serving HTTPS on port 443 itself also redirects port 80 there, since that is where a typed address lands.
+fn default_redirect(listen: SocketAddr, tls: TlsMode) -> Option<SocketAddr> {
+    (tls != TlsMode::Off && listen.port() == 443).then(|| SocketAddr::new(listen.ip(), 80))
+}
+
 fn certbot_paths(public_origin: &Origin) -> (PathBuf, PathBuf) {
     let live = Path::new("/etc/letsencrypt/live").join(public_origin.host());
     (live.join("fullchain.pem"), live.join("privkey.pem"))
@@ -581,6 +580,43 @@ mod tests {
         assert!(terminal
             .ask("Address", "", |answer| Ok(answer.to_string()))
             .is_err());
+    }
+
+    /// Issue 16: docs/ops.md said `--init --non-interactive` takes the wizard's defaults, but it left out the redirect
+    /// from port 80 the wizard offers. Every default now agrees; only the allowed origins, which the wizard guesses
+    /// from the public URL, a script must name.
+    #[test]
+    fn the_non_interactive_defaults_are_the_wizards() {
+        let folder = std::env::temp_dir().join(format!("natter-init-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let password_file = folder.join("password");
+        std::fs::write(&password_file, "a long enough password\n").unwrap();
+        for url in [
+            "https://chat.example.com",
+            "http://127.0.0.1:3100",
+            "https://chat.example.com:8443",
+        ] {
+            let options = InitOptions {
+                non_interactive: true,
+                config_path: PathBuf::from("/etc/natter/natter.toml"),
+                public_url: Some(url.to_string()),
+                admin_password_file: Some(password_file.clone()),
+                ..InitOptions::default()
+            };
+            let mut from_flags = from_flags(&options).unwrap();
+            let answers = "\n".repeat(20);
+            let mut terminal = Terminal {
+                input: answers.as_bytes(),
+                output: Vec::new(),
+            };
+            let mut asked = ask(&options, &mut terminal).unwrap();
+            for config in [&mut from_flags, &mut asked] {
+                config.admin.password_hash.clear();
+                config.widget.allowed_origins.clear();
+            }
+            assert_eq!(from_flags, asked, "{url}");
+        }
+        std::fs::remove_dir_all(folder).unwrap();
     }
 
     #[test]

@@ -493,10 +493,8 @@ fn the_wizard_prints_commands_that_work_from_where_the_user_is() {
     let password_file = temp.path().join("password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     let source_tree = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (folder, name) in [(temp.path(), "elsewhere.toml"), (source_tree, "")] {
-        let config_path = temp
-            .path()
-            .join(if name.is_empty() { "tree.toml" } else { name });
+    for (folder, name) in [(temp.path(), "elsewhere.toml"), (source_tree, "tree.toml")] {
+        let config_path = temp.path().join(name);
         let output = natter()
             .current_dir(folder)
             .env("PATH", "/usr/bin:/bin")
@@ -661,4 +659,66 @@ fn a_data_dir_natter_may_not_write_names_the_user_and_the_fix() {
             "{said}"
         );
     }
+}
+
+/// Issue 16: the README sent readers to a `DESIGN.md` that is not in the repository, and told them to run `natter`,
+/// which is not on the PATH after `cargo run`. Every file the README and docs/ name must exist, and every command the
+/// README gives must run from a fresh clone (`target/release/natter` or `cargo run --release -- ...`).
+#[test]
+fn the_readme_and_docs_name_only_files_that_exist_and_commands_a_fresh_clone_can_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|extension| extension == "md") {
+            pages.push(path);
+        }
+    }
+    let mut missing = Vec::new();
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        let folder = page.parent().unwrap();
+        for link in text.split("](").skip(1) {
+            let target = link.split(')').next().unwrap();
+            let file = target.split('#').next().unwrap();
+            if file.is_empty() || file.contains("://") || file.starts_with("mailto:") {
+                continue;
+            }
+            if !folder.join(file).exists() {
+                missing.push(format!("{}: link to {target}", page.display()));
+            }
+        }
+        // Paths in code spans: a file at the top of the tree or under one of its folders.
+        for (index, span) in text.split('`').enumerate() {
+            let looks_like_path = !span.contains([' ', '<', '>', '*', '$', '{', '|'])
+                && ([
+                    "docs/", "systemd/", "scripts/", "tests/", "web/", "src/", "benches/", "fuzz/",
+                ]
+                .iter()
+                .any(|folder| span.starts_with(folder))
+                    || (span.ends_with(".md") && !span.contains('/')));
+            if index % 2 == 1 && looks_like_path && !root.join(span).exists() {
+                missing.push(format!("{}: `{span}`", page.display()));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "named but not in the tree:\n{}",
+        missing.join("\n")
+    );
+
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let commands: Vec<&str> = readme
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .chain(readme.lines())
+        .map(str::trim)
+        .filter(|command| command.starts_with("natter ") || command.starts_with("sudo natter "))
+        .collect();
+    assert!(
+        commands.is_empty(),
+        "after `cargo run` there is no natter on the PATH, yet the README says: {commands:?}"
+    );
 }

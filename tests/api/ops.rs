@@ -607,35 +607,17 @@ async fn a_backup_or_export_aimed_at_the_live_store_is_refused_and_the_store_kee
     ];
     let data_dir_text = data_dir.display().to_string();
     for target in &targets {
-        let (ok, _, stderr) = natter(&[
-            "backup",
-            target.to_str().unwrap(),
-            "--data-dir",
-            &data_dir_text,
-        ])
-        .await;
-        assert!(
-            !ok,
-            "a backup onto {} was taken: {stderr}",
-            target.display()
-        );
-        assert!(
-            stderr.contains("inside the data dir") && stderr.contains("elsewhere"),
-            "{stderr}"
-        );
-        let (ok, _, stderr) = natter(&[
-            "export",
-            "--output",
-            target.to_str().unwrap(),
-            "--data-dir",
-            &data_dir_text,
-        ])
-        .await;
-        assert!(
-            !ok,
-            "an export onto {} was written: {stderr}",
-            target.display()
-        );
+        let target = target.to_str().unwrap();
+        for command in [&["backup", target][..], &["export", "--output", target][..]] {
+            let mut arguments = command.to_vec();
+            arguments.extend(["--data-dir", &data_dir_text]);
+            let (ok, _, stderr) = natter(&arguments).await;
+            assert!(!ok, "{command:?} wrote onto the store: {stderr}");
+            assert!(
+                stderr.contains("inside the data dir") && stderr.contains("elsewhere"),
+                "{stderr}"
+            );
+        }
     }
     assert!(!data_dir.join("backup.redb").exists());
 
