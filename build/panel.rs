@@ -298,77 +298,73 @@ mod tests {
         assert!(!script.contains("\n\n"), "no blank lines");
     }
 
+    type Sources = &'static [(&'static str, &'static str)];
+
+    /// Each way of breaking the rules stops the build with a message that says which rule.
     #[test]
-    #[should_panic(expected = "`state` is declared at the top level of both")]
-    fn a_name_declared_in_two_modules_stops_the_build() {
-        let dir = sources(&[
+    fn breaking_a_rule_stops_the_build_and_says_which() {
+        let cases: [(&str, Sources, &str); 7] = [
             (
-                "panel.js",
-                "import { x } from \"./x.js\";\nconst state = x;\n",
-            ),
-            ("x.js", "let state = 1;\nexport const x = state;\n"),
-        ]);
-        assemble_script(&dir.path().join("panel.js"));
-    }
-
-    #[test]
-    #[should_panic(expected = "imports `y`, which")]
-    fn importing_what_a_module_does_not_export_stops_the_build() {
-        let dir = sources(&[
-            ("panel.js", "import { x, y } from \"./x.js\";\n"),
-            ("x.js", "export const x = 1;\nfunction y() {}\n"),
-        ]);
-        assemble_script(&dir.path().join("panel.js"));
-    }
-
-    #[test]
-    #[should_panic(expected = "write imports as")]
-    fn an_import_over_several_lines_stops_the_build() {
-        let dir = sources(&[
-            ("panel.js", "import {\n  x,\n} from \"./x.js\";\n"),
-            ("x.js", "export const x = 1;\n"),
-        ]);
-        assemble_script(&dir.path().join("panel.js"));
-    }
-
-    #[test]
-    #[should_panic(expected = "import plain names")]
-    fn a_renamed_import_stops_the_build() {
-        let dir = sources(&[
-            ("panel.js", "import { x as y } from \"./x.js\";\n"),
-            ("x.js", "export const x = 1;\n"),
-        ]);
-        assemble_script(&dir.path().join("panel.js"));
-    }
-
-    #[test]
-    #[should_panic(expected = "export declarations only")]
-    fn an_export_list_stops_the_build() {
-        let dir = sources(&[("panel.js", "const x = 1;\nexport { x };\n")]);
-        assemble_script(&dir.path().join("panel.js"));
-    }
-
-    #[test]
-    #[should_panic(expected = "import circle")]
-    fn an_import_circle_stops_the_build() {
-        let dir = sources(&[
-            (
-                "panel.js",
-                "import { x } from \"./x.js\";\nexport const p = x;\n",
+                "a name declared in two modules",
+                &[
+                    (
+                        "panel.js",
+                        "import { x } from \"./x.js\";\nconst state = x;\n",
+                    ),
+                    ("x.js", "let state = 1;\nexport const x = state;\n"),
+                ],
+                "`state` is declared at the top level of both",
             ),
             (
-                "x.js",
-                "import { p } from \"./panel.js\";\nexport const x = 1;\n",
+                "an import of a name the module does not export",
+                &[
+                    ("panel.js", "import { x, y } from \"./x.js\";\n"),
+                    ("x.js", "export const x = 1;\nfunction y() {}\n"),
+                ],
+                "imports `y`, which",
             ),
-        ]);
-        assemble_script(&dir.path().join("panel.js"));
-    }
-
-    #[test]
-    #[should_panic(expected = "template literal")]
-    fn a_template_literal_over_several_lines_stops_the_build() {
-        let dir = sources(&[("panel.js", "const t = `one\n// two\n`;\n")]);
-        assemble_script(&dir.path().join("panel.js"));
+            (
+                "an import over several lines",
+                &[("panel.js", "import {\n  x,\n} from \"./x.js\";\n")],
+                "write imports as",
+            ),
+            (
+                "a renamed import",
+                &[("panel.js", "import { x as y } from \"./x.js\";\n")],
+                "import plain names",
+            ),
+            (
+                "an export list",
+                &[("panel.js", "const x = 1;\nexport { x };\n")],
+                "export declarations only",
+            ),
+            (
+                "an import circle",
+                &[
+                    (
+                        "panel.js",
+                        "import { x } from \"./x.js\";\nexport const p = x;\n",
+                    ),
+                    (
+                        "x.js",
+                        "import { p } from \"./panel.js\";\nexport const x = 1;\n",
+                    ),
+                ],
+                "import circle",
+            ),
+            (
+                "a template literal over several lines",
+                &[("panel.js", "const t = `one\n// two\n`;\n")],
+                "template literal",
+            ),
+        ];
+        for (case, files, expected) in cases {
+            let dir = sources(files);
+            let entry = dir.path().join("panel.js");
+            let panic = std::panic::catch_unwind(|| assemble_script(&entry)).expect_err(case);
+            let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+            assert!(message.contains(expected), "{case}: {message}");
+        }
     }
 
     #[test]
