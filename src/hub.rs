@@ -38,8 +38,10 @@ pub enum Outbound {
     /// The reader subscribed: events of this channel go out wrapped with this identifier (already a JSON string).
     Subscribed(Channel, Arc<str>),
     Unsubscribed(Channel),
-    /// A control frame the protocol obliges us to send (pong, close echo).
-    Control(crate::cable::frame_writer::Kind, Vec<u8>),
+    /// The pong the protocol obliges us to send for a client's ping, with its payload.
+    Pong(Vec<u8>),
+    /// The echo of a client's close frame (its status code, or nothing); the socket ends after it.
+    CloseEcho(Vec<u8>),
     /// Close the socket with this code and reason, after sending a `disconnect` message when `disconnect` is set.
     Close {
         code: u16,

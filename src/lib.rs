@@ -40,9 +40,6 @@
 //! config  error  throttle  timestamp         what everyone speaks
 //! invocation                                 how to name natter in a message
 //! ```
-//!
-//! `cable`'s `frame_reader` and `frame_writer` are WebSocket framing with no imports of their own: any floor may use
-//! them (the hub queues a `frame_writer::Kind`).
 
 pub mod app;
 pub mod assets;

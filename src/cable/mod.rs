@@ -403,7 +403,7 @@ async fn read_loop(
             }
             ClientFrame::Binary => return Some((1003, "binary_not_supported")),
             ClientFrame::Ping(payload) => {
-                let pong = Outbound::Control(Kind::Pong, payload.to_vec());
+                let pong = Outbound::Pong(payload.to_vec());
                 if queue.send(pong).await.is_err() {
                     return None;
                 }
@@ -437,7 +437,7 @@ async fn close_reply(
             code.to_be_bytes().to_vec()
         }
     };
-    let _ = queue.send(Outbound::Control(Kind::Close, reply)).await;
+    let _ = queue.send(Outbound::CloseEcho(reply)).await;
     None
 }
 
@@ -550,9 +550,10 @@ impl Sink {
                 Channel::Visitor => self.visitor_prefix = None,
                 Channel::Admin => self.admin_prefix = None,
             },
-            Outbound::Control(kind, payload) => {
-                self.writer.frame(kind, &[&payload]).await?;
-                return Ok(kind != Kind::Close);
+            Outbound::Pong(payload) => self.writer.frame(Kind::Pong, &[&payload]).await?,
+            Outbound::CloseEcho(payload) => {
+                self.writer.frame(Kind::Close, &[&payload]).await?;
+                return Ok(false);
             }
             Outbound::Close {
                 code,
@@ -600,12 +601,12 @@ mod tests {
             assert_eq!(close_reply(&normal, &queue).await, None);
             assert!(matches!(
                 outbox.try_recv(),
-                Ok(Outbound::Control(Kind::Close, reply)) if reply == 1000u16.to_be_bytes()
+                Ok(Outbound::CloseEcho(reply)) if reply == 1000u16.to_be_bytes()
             ));
             assert_eq!(close_reply(b"", &queue).await, None);
             assert!(matches!(
                 outbox.try_recv(),
-                Ok(Outbound::Control(Kind::Close, reply)) if reply.is_empty()
+                Ok(Outbound::CloseEcho(reply)) if reply.is_empty()
             ));
             let refused: [(&[u8], u16); 4] = [
                 (b"\x03", 1002),
