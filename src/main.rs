@@ -168,11 +168,11 @@ fn run() -> anyhow::Result<()> {
                 Source::StoreFile => "from the store file (no server was running)",
             };
             eprintln!(
-                "natter: backup written to {} ({} bytes, {} conversations, {} messages), {source}",
+                "natter: backup written to {} ({}, {}, {}), {source}",
                 file.display(),
-                report.bytes,
-                report.conversations,
-                report.messages
+                counted(report.bytes, "byte"),
+                counted(report.conversations, "conversation"),
+                counted(report.messages, "message")
             );
             Ok(())
         }
@@ -190,11 +190,21 @@ fn run() -> anyhow::Result<()> {
                 }
             };
             eprintln!(
-                "natter: exported {} conversations, {} messages",
-                report.conversations, report.messages
+                "natter: exported {}, {}",
+                counted(report.conversations, "conversation"),
+                counted(report.messages, "message")
             );
             Ok(())
         }
+    }
+}
+
+/// "1 conversation", "2 conversations".
+fn counted(count: u64, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
     }
 }
 

@@ -62,11 +62,17 @@ async fn route(
         (&Method::POST, ["auth", "login"]) => login(app, request, ip).await,
         (&Method::POST, ["auth", "logout"]) => logout(app, request),
         (&Method::GET, ["auth", "session"]) => {
-            let (_, session) = admin(&app.auth, &app.store, request.headers())?;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({ "admin": true, "username": session.username }),
-            ))
+            // `?optional=1` answers "not signed in" with 200: the dashboard asks on every visit, and a 401 there is
+            // logged by the browser as an error before the owner has done anything.
+            let optional = request.uri().query() == Some("optional=1");
+            match admin(&app.auth, &app.store, request.headers()) {
+                Ok((_, session)) => Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "admin": true, "username": session.username }),
+                )),
+                Err(_) if optional => Ok(json_response(StatusCode::OK, &json!({ "admin": false }))),
+                Err(error) => Err(error),
+            }
         }
         (&Method::GET, ["conversations"]) => {
             admin(&app.auth, &app.store, request.headers())?;

@@ -353,3 +353,27 @@ async fn a_refused_origin_is_told_to_the_dashboard_and_the_widget_can_ask_why() 
     let next = admin.next().await.expect("an event");
     assert_ne!(next["message"]["type"], "refused_origin", "{next}");
 }
+
+/// Issue 16: the dashboard asked `GET /auth/session` on every visit, and the 401 before sign-in showed as an error
+/// in the browser's console. With `?optional=1` "not signed in" is a 200; without it the answer stays 401.
+#[tokio::test]
+async fn the_session_probe_answers_signed_out_without_an_error_status() {
+    let app = spawn_app().await;
+    let probe = app.http("GET", "/auth/session?optional=1", &[], None).await;
+    assert_eq!(probe.status, http::StatusCode::OK);
+    assert_eq!(probe.json(), json!({ "admin": false }));
+    assert_eq!(
+        app.http("GET", "/auth/session", &[], None).await.status,
+        http::StatusCode::UNAUTHORIZED
+    );
+    let cookie = app.login().await;
+    let probe = app
+        .http(
+            "GET",
+            "/auth/session?optional=1",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(probe.json()["admin"], true);
+}

@@ -620,6 +620,17 @@ async fn a_backup_or_export_aimed_at_the_live_store_is_refused_and_the_store_kee
         }
     }
     assert!(!data_dir.join("backup.redb").exists());
+    // Written elsewhere, the backup is taken, and says "1 conversation", not "1 conversations".
+    let backup = elsewhere.path().join("natter-backup.redb");
+    let (ok, _, stderr) = natter(&[
+        "backup",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        &data_dir_text,
+    ])
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("1 conversation, 5 messages"), "{stderr}");
 
     // The running server still writes to the store it opened, and a restart finds every message.
     visitor.speak("after the refused backups", uuid()).await;

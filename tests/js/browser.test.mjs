@@ -92,16 +92,21 @@ async function newVisitor() {
   return { context, page };
 }
 
+// Signs in on the dashboard's login form, which `page` shows.
+async function signIn(page) {
+  await page.fill("#username", "admin");
+  await page.fill("#password", ADMIN_PASSWORD);
+  await page.click("#login-submit");
+  await page.locator("#app").waitFor();
+}
+
 async function newAdmin() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   const watch = await watchPage(page);
   await page.goto(`${natter.url}/admin/`);
   await page.locator("#login-form").waitFor();
-  await page.fill("#username", "admin");
-  await page.fill("#password", ADMIN_PASSWORD);
-  await page.click("#login-submit");
-  await page.locator("#app").waitFor();
+  await signIn(page);
   return { context, page, watch };
 }
 
@@ -477,6 +482,141 @@ describe("the conversation, in detail", () => {
     await count(w.confirmed("A fresh start"), 1, "the widget works afresh");
     await context.close();
     await admin.context.close();
+  });
+});
+
+describe("what a new user trips over (issue 16)", () => {
+  test("a widget on an origin that is not allowed says the chat is not set up, and the dashboard names the origin", async () => {
+    const preview = await startBlog({ "/": blogPage("A local preview") });
+    preview.natter = natter.url;
+    try {
+      const { context, page } = await newVisitor();
+      await page.goto(`${preview.url}/`);
+      const w = widget(page);
+      await w.bubble.click();
+      await w.panel.waitFor();
+      await eventually(async () => (await w.banner.textContent()) === "The chat is not set up for this site yet.", { message: "the widget to say the chat is not set up" });
+      assert.ok(await w.banner.isVisible());
+      assert.equal(await page.locator("natter-chat .status-text").textContent(), "Chat unavailable");
+      assert.ok(await w.input.isDisabled(), "nothing can be written into a chat that cannot connect");
+
+      const admin = await newAdmin();
+      const notice = admin.page.locator("#refused-origins");
+      await eventually(async () => (await notice.textContent()).includes(`A page on ${preview.url} tried to open the chat and was refused`), { message: "the dashboard to name the refused origin" });
+      assert.match(await notice.textContent(), /widget\.allowed_origins/);
+      await notice.getByRole("button", { name: `Dismiss the notice about ${preview.url}` }).click();
+      assert.ok(await notice.isHidden(), "dismissed");
+      await context.close();
+      await admin.context.close();
+    } finally {
+      await preview.close();
+    }
+  });
+
+  test("every dashboard view fits a 360 and a 390 px wide phone", async () => {
+    // A conversation whose preview, name and page are long and unbroken, and a refused origin's notice: the content
+    // that made the page 512 px wide.
+    const visitor = await rawCable(`${natter.wsUrl}?token=${randomUUID()}`, { channel: "VisitorChannel", origin: blog.url });
+    visitor.perform("visit", { url: `${blog.url}/${"a-very-long-path-segment".repeat(8)}`, title: "T".repeat(200), referrer: "" });
+    visitor.perform("identify", { name: "Bartholomew-Maximilian Featherstonehaugh-Wolfeschlegel" });
+    visitor.perform("speak", { content: `Look: ${"https://example.com/" + "x".repeat(300)} and ${"W".repeat(120)}`, client_id: randomUUID() });
+    await visitor.next((e) => e.type === "message", "the long message stored");
+    visitor.close();
+    await rawCable(`${natter.wsUrl}?token=${randomUUID()}`, { channel: "VisitorChannel", origin: "http://a-rather-long-preview-host-name.localhost:8088" }).catch(() => {});
+
+    const overflow = (page) => page.evaluate(() => {
+      const width = document.documentElement.clientWidth;
+      const found = [];
+      if (document.documentElement.scrollWidth > width) found.push(`the page is ${document.documentElement.scrollWidth} px wide`);
+      for (const node of document.querySelectorAll("button, a, input, textarea, h1, h2, h3, p, li, .bubble, .connection")) {
+        const box = node.getBoundingClientRect();
+        if (box.width && node.checkVisibility() && (box.right > width + 0.5 || box.left < -0.5)) {
+          found.push(`${node.id || node.className || node.tagName} spans ${Math.round(box.left)}–${Math.round(box.right)} px`);
+        }
+      }
+      return found;
+    });
+    for (const width of [360, 390]) {
+      const context = await browser.newContext({ viewport: { width, height: 740 }, isMobile: true, hasTouch: true });
+      const page = await context.newPage();
+      const fits = async (view) => assert.deepEqual(await overflow(page), [], `the ${view} view at ${width} px`);
+      await page.goto(`${natter.url}/admin/`);
+      await page.locator("#login-form").waitFor();
+      await fits("login");
+      await signIn(page);
+      const first = dashboard(page).conversations.first();
+      await first.waitFor();
+      assert.ok(await page.locator("#logout").isVisible());
+      await fits("conversation list");
+      await page.locator("#refused-origins").waitFor();
+      await fits("conversation list with a refused origin's notice");
+      await first.locator("button").click();
+      await page.locator("#thread").waitFor();
+      await page.locator("#message-list .bubble").first().waitFor();
+      await fits("conversation");
+      await page.click("#delete");
+      await page.locator("#confirm-delete").waitFor();
+      await fits("delete dialog");
+      await page.locator("#confirm-delete button[value=cancel]").click();
+      await page.click("#back");
+      await first.waitFor();
+      await fits("conversation list, back from a conversation");
+      await context.close();
+    }
+  });
+
+  test("times read 5:58 PM, not 05:58 PM, and the dashboard's first visit logs no error", async () => {
+    // A clock where it is five o'clock now (in the morning or the afternoon), so the hour has one digit.
+    const hour = new Date().getUTCHours();
+    const offset = hour - 5 <= 12 ? hour - 5 : hour - 17;
+    const timezoneId = offset === 0 ? "Etc/GMT" : `Etc/GMT${offset > 0 ? "+" : "-"}${Math.abs(offset)}`;
+    const context = await browser.newContext({ locale: "en-US", timezoneId });
+    const page = await context.newPage();
+    const watch = await watchPage(page);
+    await page.goto(`${natter.url}/admin/`);
+    await page.locator("#login-form").waitFor();
+    await page.waitForLoadState("networkidle");
+    assert.deepEqual(watch.problems, [], "nothing in the console before signing in");
+
+    await page.goto(`${blog.url}/`);
+    const w = widget(page);
+    await w.bubble.click();
+    await send(w.input, "What time is it?");
+    await count(w.confirmed("What time is it?"), 1, "the message confirmed");
+    const shown = await w.confirmed("What time is it?").locator("time").textContent();
+    assert.match(shown, /^5:\d\d\s[AP]M$/, `the widget's time: ${shown}`);
+
+    await page.goto(`${natter.url}/admin/`);
+    await signIn(page);
+    await dashboard(page).conversations.filter({ hasText: "What time is it?" }).locator("button").click();
+    const time = dashboard(page).confirmed("What time is it?").locator("time");
+    await time.waitFor();
+    assert.match(await time.textContent(), /^5:\d\d\s[AP]M$/, "the dashboard's time");
+    await context.close();
+  });
+
+  test("after a reload with the panel open, the first Tab goes into the panel, not to the bubble that closes it", async () => {
+    const { context, page } = await newVisitor();
+    await page.goto(`${blog.url}/`);
+    const w = widget(page);
+    await w.bubble.click();
+    await send(w.input, "Keyboard only");
+    await count(w.confirmed("Keyboard only"), 1, "the message confirmed");
+    await page.reload();
+    await w.panel.waitFor();
+    await count(w.confirmed("Keyboard only"), 1, "the panel restored with its history");
+    const active = () => page.evaluate(() => {
+      const inside = document.querySelector("natter-chat").shadowRoot.activeElement;
+      return inside ? inside.className || inside.tagName : document.activeElement.tagName;
+    });
+    assert.equal(await active(), "BODY", "the restored panel does not take focus by itself");
+    await page.keyboard.press("Tab");
+    const first = await active();
+    assert.notEqual(first, "bubble", "the first Tab does not land on the bubble");
+    assert.ok(await page.evaluate(() => !!document.querySelector("natter-chat").shadowRoot.activeElement?.closest(".panel")), `focus in the panel (${first})`);
+    await page.keyboard.press("Enter");
+    assert.ok(await w.panel.isVisible(), "Enter there does not close the panel");
+    await context.close();
   });
 });
 

@@ -19,6 +19,7 @@ import { flushOutbox, forget, ingest, markRead, notifyNew, refreshConversations,
 import { setupLogin, show, showLogin } from "./login.js";
 import { registerWorker, setupPush } from "./notifications.js";
 import { stopTyping } from "./reply.js";
+import { clearRefusedOrigins, loadRefusedOrigins, refusedOrigin } from "./refused.js";
 import { render, sortedSummaries, updateTitle } from "./render.js";
 import { unlockSound } from "./sound.js";
 import { $, list, outbox, state, view } from "./state.js";
@@ -37,6 +38,7 @@ function startApp() {
     onReceived: received,
   });
   refreshConversations().catch(() => {});
+  loadRefusedOrigins().catch(() => {});
   openFromHash();
   setupPush();
 }
@@ -50,6 +52,7 @@ function stopApp() {
   state.cursor = 0;
   state.synced = false;
   state.selected = null;
+  clearRefusedOrigins();
   list.render([], null, new Set());
   closeThread();
   updateTitle();
@@ -66,8 +69,12 @@ function connectionState(next, reason) {
     if (item.conversation_id === state.selected) view.setPendingState(item.client_id, live ? "Sending…" : "Waiting for connection…");
   }
   if (next === "failed" && (reason === "rejected" || reason === "unauthorized")) {
-    api("/auth/session").then(
-      () => { stopApp(); startApp(); },
+    api("/auth/session?optional=1").then(
+      (session) => {
+        stopApp();
+        if (session && session.admin) startApp();
+        else showLogin("Your session has ended. Please sign in again.");
+      },
       () => { stopApp(); showLogin("Your session has ended. Please sign in again."); },
     );
   }
@@ -85,6 +92,7 @@ async function catchUp() {
     }
   }
   if (state.cable && state.cable.ready) state.cable.perform("sync", { after: state.cursor });
+  loadRefusedOrigins().catch(() => {});
 }
 
 function received(event) {
@@ -142,6 +150,9 @@ function received(event) {
     case "deleted":
       forget(event.conversation_id);
       break;
+    case "refused_origin":
+      refusedOrigin(event.refused_origin);
+      break;
     case "error":
       if (event.client_id) refused(event.client_id, event.message || event.code);
       else toast(event.message || event.code || "Something went wrong.");
@@ -164,15 +175,17 @@ async function boot() {
   registerWorker();
   for (let attempt = 0; ; attempt++) {
     try {
-      const session = await api("/auth/session");
-      if (session && session.username) $("username").value = session.username;
-      startApp();
+      // `optional` answers 200 with admin false instead of 401, which the browser would log as an error on every
+      // visit before the owner signs in.
+      const session = await api("/auth/session?optional=1");
+      if (session && session.admin) {
+        if (session.username) $("username").value = session.username;
+        startApp();
+      } else {
+        showLogin();
+      }
       return;
     } catch (e) {
-      if (e.status === 401) {
-        showLogin();
-        return;
-      }
       $("boot").textContent = "Can't reach natter. Retrying…";
       await new Promise((resolve) => setTimeout(resolve, Math.min(30000, 1000 * 2 ** attempt)));
     }

@@ -1,6 +1,7 @@
 // The dashboard's times, in the browser's locale: short ones for the list, clock and full ones for a conversation.
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+// "5:58 PM" or "17:58", as the browser's locale writes it: a 12-hour clock has no leading zero.
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
 const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "short" });
 const dateFormat = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
 const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });

@@ -43,6 +43,7 @@ function createPanel(ctx) {
   let conversation = null;
   let pendingIdentify = null;
   let connection = "connecting";
+  let everConnected = false; // once a socket was accepted, the origin is allowed: failures are the network's
   let shown = false;
 
   const {
@@ -51,7 +52,8 @@ function createPanel(ctx) {
   } = buildPanel(cfg, lang, t);
 
   // ---- rendering ----
-  const timeFormat = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit" });
+  // "5:58 PM" or "17:58" as the language writes it: a 12-hour clock has no leading zero.
+  const timeFormat = new Intl.DateTimeFormat(lang, { hour: "numeric", minute: "2-digit" });
   const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 80;
   const toBottom = () => { log.scrollTop = log.scrollHeight; };
 
@@ -105,14 +107,37 @@ function createPanel(ctx) {
     panel.classList.toggle("is-online", connection === "connected" && adminOnline);
     let text = t.connecting;
     if (connection === "connected") text = adminOnline ? t.online : t.away;
-    else if (connection === "failed") text = t.unavailable;
+    else if (connection === "failed" || connection === "not-set-up") text = t.unavailable;
     statusText.textContent = text;
     awayNote.hidden = !(connection === "connected" && !adminOnline && cfg.away_message);
-    banner.hidden = connection !== "reconnecting";
+    banner.textContent = connection === "not-set-up" ? t.notSetUp : t.reconnecting;
+    banner.hidden = connection !== "reconnecting" && connection !== "not-set-up";
+    panel.classList.toggle("not-set-up", connection === "not-set-up");
+    input.disabled = connection === "not-set-up";
     for (const item of outbox.list()) {
       const row = rows.get("c" + item.client_id);
       if (row) row.classList.toggle("offline", connection !== "connected");
+      if (row && connection === "not-set-up") setRowState(row, t.failed);
     }
+  }
+
+  // A socket refused for the page's origin fails like a network error (the browser hides the 403), so after the
+  // first failed connect the panel asks the server whether this page may open the chat at all; if not, it stops
+  // retrying and says so, instead of "Reconnecting…" forever. Asked once per page; a failed question is asked again.
+  let originChecked = false;
+  function checkOrigin() {
+    if (originChecked) return;
+    originChecked = true;
+    fetch(cfg.server + "/widget/allowed", { credentials: "omit", cache: "no-store" })
+      .then((res) => res.json())
+      .then((answer) => {
+        if (answer && answer.allowed === false) {
+          conn.close();
+          connection = "not-set-up";
+          renderStatus();
+        }
+      })
+      .catch(() => { originChecked = false; });
   }
 
   function renderWho() {
@@ -257,7 +282,10 @@ function createPanel(ctx) {
     url: socketUrl,
     channel: "VisitorChannel",
     onState(next, reason) {
+      if (connection === "not-set-up") return;
       if (next !== "connected") synced = false;
+      if (next === "reconnecting" && !everConnected) checkOrigin();
+      if (next === "connected") everConnected = true;
       if (next === "failed" && reason === "unauthorized" && !UUID.test(storage.get(KEY_TOKEN) || "")) {
         storage.remove(KEY_TOKEN);
         setTimeout(() => conn.restart(), 1000);
@@ -376,6 +404,21 @@ function createPanel(ctx) {
   renderWho();
   renderStatus();
 
+  // The panel reopened by itself after a reload takes no focus (that would scroll and steal the page's), but the
+  // first Tab from the top of the page goes to the composer: otherwise it lands on whatever comes first, and Enter
+  // there can close the chat the visitor was about to use.
+  function tabIntoPanel() {
+    const onKey = (e) => {
+      document.removeEventListener("keydown", onKey, true);
+      const nothingFocused = !document.activeElement || document.activeElement === document.body;
+      if (e.key === "Tab" && !e.shiftKey && nothingFocused && shown && !input.disabled) {
+        e.preventDefault();
+        input.focus();
+      }
+    };
+    document.addEventListener("keydown", onKey, true);
+  }
+
   const styled = loadStyles(root, cfg.server).then(() => ctx.wrap.before(panel));
   return styled.then(() => ({
     show(focus) {
@@ -385,6 +428,7 @@ function createPanel(ctx) {
       requestAnimationFrame(() => panel.classList.add("shown"));
       toBottom();
       if (focus !== false) input.focus();
+      else tabIntoPanel();
       markRead();
       countUnread();
     },

@@ -7,7 +7,7 @@ export const STRINGS = {
     failed: "Not sent", retry: "Retry", identify: "Add your name", edit: "Change", name: "Your name",
     email: "Email (optional)", save: "Save", cancel: "Cancel", hello: "Hi {name}", log: "Messages",
     hint: "Enter to send, Shift+Enter for a new line", powered: "Powered by natter", unavailable: "Chat unavailable",
-    notify: "Notify me of replies",
+    notify: "Notify me of replies", notSetUp: "The chat is not set up for this site yet.",
   },
   de: {
     placeholder: "Nachricht schreiben…", send: "Senden", close: "Chat schließen", online: "Online",
@@ -17,6 +17,7 @@ export const STRINGS = {
     email: "E-Mail (optional)", save: "Speichern", cancel: "Abbrechen", hello: "Hallo {name}", log: "Nachrichten",
     hint: "Enter zum Senden, Umschalt+Enter für eine neue Zeile", powered: "Mit natter",
     unavailable: "Chat nicht verfügbar", notify: "Bei Antwort benachrichtigen",
+    notSetUp: "Der Chat ist für diese Seite noch nicht eingerichtet.",
   },
   fr: {
     placeholder: "Écrivez un message…", send: "Envoyer", close: "Fermer le chat", online: "En ligne",
@@ -25,6 +26,7 @@ export const STRINGS = {
     edit: "Modifier", name: "Votre nom", email: "E-mail (facultatif)", save: "Enregistrer", cancel: "Annuler",
     hello: "Bonjour {name}", log: "Messages", hint: "Entrée pour envoyer, Maj+Entrée pour une nouvelle ligne",
     powered: "Propulsé par natter", unavailable: "Chat indisponible", notify: "Me prévenir des réponses",
+    notSetUp: "Le chat n’est pas encore configuré pour ce site.",
   },
   es: {
     placeholder: "Escribe un mensaje…", send: "Enviar", close: "Cerrar chat", online: "En línea",
@@ -33,6 +35,7 @@ export const STRINGS = {
     edit: "Cambiar", name: "Tu nombre", email: "Correo (opcional)", save: "Guardar", cancel: "Cancelar",
     hello: "Hola {name}", log: "Mensajes", hint: "Intro para enviar, Mayús+Intro para una nueva línea",
     powered: "Con natter", unavailable: "Chat no disponible", notify: "Avisarme de las respuestas",
+    notSetUp: "El chat aún no está configurado para este sitio.",
   },
 };
 
