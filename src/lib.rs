@@ -17,11 +17,11 @@
 //! The modules, one per noun: `config` (the settings), `store` (redb behind typed methods), `hub` (who is connected),
 //! `protocol` (ActionCable frames, pure), `cable` (one socket's loop), `channels` (what each action does), `routes`
 //! (the one routing table), `auth` (passwords, sessions), `assets` (the embedded web side), `throttle` (rate limits),
-//! `metrics`, `refused_origins` (pages refused for their origin, told to the operator), `error` (the one catalog
-//! of client errors), `http` (HTTP's vocabulary: the body type, JSON, errors as
-//! HTTP, the admin and same-origin guards), `server` (listener and shutdown), `app` (shared state), `tls`
-//! (certificates and reload), `init` (the `--init` wizard), `invocation` (how the
-//! operator types natter from where they are), `backup` (backup, export, the control socket).
+//! `metrics`, `refused_origins` (pages refused for their origin, told to the operator), `error` (the one catalog of
+//! client errors), `http` (HTTP's vocabulary: the body type, JSON, errors as HTTP, the admin and same-origin guards),
+//! `server` (listener and shutdown), `app` (shared state), `tls` (certificates and reload), `init` (the `--init`
+//! wizard), `invocation` (how the operator types natter from where they are), `backup` (backup, export, the control
+//! socket).
 //!
 //! The rule: a module uses only modules on the floors below its own, never one above or beside it, so arrows run one
 //! way and no two modules need each other (`scripts/import-circles` prints any circle that creeps back in):
