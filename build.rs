@@ -79,6 +79,7 @@ fn main() {
         [
             "tls (rustls, ring; TLS 1.2/1.3)",
             "self-signed certificates (rcgen)",
+            "acme certificates (instant-acme; TLS-ALPN-01, HTTP-01)",
             "web-push (web-push-native)",
             "embedded web assets",
         ]

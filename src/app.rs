@@ -33,6 +33,9 @@ pub struct App {
     pub push: Arc<Push>,
     /// Origins whose pages tried to open the chat and were refused, for the log and the dashboard.
     pub refused_origins: RefusedOrigins,
+    /// What `/metrics` shows of ACME certificates (mode `acme`; stays at zero otherwise), shared with the renewal
+    /// task.
+    pub acme: Arc<crate::acme::Status>,
     /// Flips to `true` once on SIGTERM: sockets say `server_restart` and close.
     pub shutdown: watch::Receiver<bool>,
     pub started: Instant,
@@ -102,6 +105,7 @@ impl App {
             counters: Counters::default(),
             push,
             refused_origins: RefusedOrigins::default(),
+            acme: Default::default(),
             shutdown,
             started: Instant::now(),
         };

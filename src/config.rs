@@ -13,6 +13,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 /// The largest config file natter reads; a real one is a few hundred bytes.
 const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+/// Names on one ACME certificate. Let's Encrypt allows 100, but natter serves one chat under a name or two; the bound
+/// keeps one order's challenges few.
+const MAX_ACME_DOMAINS: usize = 10;
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -51,6 +54,8 @@ pub enum TlsMode {
     SelfSigned,
     /// PEM files, for example from certbot, reloaded when they change.
     Files,
+    /// A certificate natter obtains and renews itself from an ACME CA (Let's Encrypt by default).
+    Acme,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -63,6 +68,31 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// An optional plain-HTTP listener that redirects every request to the HTTPS public URL.
     pub redirect_listen: Option<SocketAddr>,
+    /// The names the ACME certificate covers (mode `acme`); empty means the host of `server.public_url`.
+    pub acme_domains: Vec<String>,
+    /// The contact address the ACME CA may write to about the certificate (mode `acme`); optional.
+    pub acme_email: String,
+    /// The ACME directory (mode `acme`): `letsencrypt`, `letsencrypt-staging`, or the URL of any RFC 8555 CA.
+    pub acme_directory: String,
+    /// A PEM file of CA certificates trusted, besides the web's roots, for the ACME directory's own HTTPS (a
+    /// private CA, tests); empty: none.
+    pub acme_ca_root: PathBuf,
+}
+
+/// Let's Encrypt's directories, which `tls.acme_directory` names by alias.
+pub const LETSENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETSENCRYPT_STAGING_DIRECTORY: &str =
+    "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+impl TlsConfig {
+    /// The URL of `acme_directory`, with its aliases resolved.
+    pub fn acme_directory_url(&self) -> &str {
+        match self.acme_directory.as_str() {
+            "letsencrypt" => LETSENCRYPT_DIRECTORY,
+            "letsencrypt-staging" => LETSENCRYPT_STAGING_DIRECTORY,
+            url => url,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -163,6 +193,10 @@ impl Default for TlsConfig {
             cert: PathBuf::new(),
             key: PathBuf::new(),
             redirect_listen: None,
+            acme_domains: Vec::new(),
+            acme_email: String::new(),
+            acme_directory: "letsencrypt".into(),
+            acme_ca_root: PathBuf::new(),
         }
     }
 }
@@ -312,6 +346,26 @@ impl Origin {
             _ => rest,
         }
     }
+}
+
+/// A DNS name a public CA can issue for: ASCII labels of letters, digits and hyphens, at least two of them, not an
+/// IP address and not `localhost`.
+pub fn is_acme_domain(name: &str) -> bool {
+    let labels: Vec<&str> = name.split('.').collect();
+    name.len() <= 253
+        && labels.len() >= 2
+        && name.parse::<IpAddr>().is_err()
+        && !name.eq_ignore_ascii_case("localhost")
+        && !name.to_ascii_lowercase().ends_with(".localhost")
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+        })
 }
 
 impl fmt::Display for Origin {
@@ -527,10 +581,53 @@ impl Config {
             );
         }
         if self.tls.mode == TlsMode::Off && self.tls.redirect_listen.is_some() {
-            anyhow::bail!("tls.redirect_listen redirects to HTTPS, which needs tls.mode = \"self-signed\" or \"files\"");
+            anyhow::bail!("tls.redirect_listen redirects to HTTPS, which needs tls.mode = \"self-signed\", \"files\" or \"acme\"");
+        }
+        if self.tls.mode == TlsMode::Acme {
+            self.validate_acme()?;
         }
         if !(self.push.subject.starts_with("mailto:") || self.push.subject.starts_with("https:")) {
             anyhow::bail!("push.subject must start with mailto: or https:");
+        }
+        Ok(())
+    }
+
+    /// The names an ACME certificate is for: `tls.acme_domains`, or the host of `server.public_url`.
+    pub fn acme_domains(&self) -> Vec<String> {
+        if !self.tls.acme_domains.is_empty() {
+            return self.tls.acme_domains.clone();
+        }
+        Origin::parse(&self.server.public_url)
+            .map(|origin| vec![origin.host().to_string()])
+            .unwrap_or_default()
+    }
+
+    fn validate_acme(&self) -> anyhow::Result<()> {
+        let domains = self.acme_domains();
+        if domains.is_empty() {
+            anyhow::bail!("tls.mode = \"acme\" needs the domain the certificate is for: set server.public_url (e.g. https://chat.example.com) or tls.acme_domains");
+        }
+        if domains.len() > MAX_ACME_DOMAINS {
+            anyhow::bail!("tls.acme_domains lists more than {MAX_ACME_DOMAINS} names; natter needs one or a few");
+        }
+        for domain in &domains {
+            if !is_acme_domain(domain) {
+                anyhow::bail!("{domain:?} cannot have an ACME certificate: it must be a public DNS name like chat.example.com (not an IP address, localhost or a name without a dot); set server.public_url or tls.acme_domains, or choose tls.mode = \"self-signed\"");
+            }
+        }
+        let email = &self.tls.acme_email;
+        if !email.is_empty()
+            && (email.len() > 254
+                || email.contains(char::is_whitespace)
+                || !email.split_once('@').is_some_and(|(user, host)| {
+                    !user.is_empty() && host.contains('.') && !host.contains('@')
+                }))
+        {
+            anyhow::bail!("tls.acme_email {email:?} is not an email address like you@example.com (or leave it empty)");
+        }
+        let url = self.tls.acme_directory_url();
+        if !url.starts_with("https://") || url.len() > 2048 {
+            anyhow::bail!("tls.acme_directory must be \"letsencrypt\", \"letsencrypt-staging\" or an https:// URL of an ACME directory, not {:?}", self.tls.acme_directory);
         }
         Ok(())
     }

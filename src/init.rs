@@ -34,6 +34,8 @@ pub struct InitOptions {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub redirect_listen: Option<SocketAddr>,
+    /// The contact address for the ACME CA (`--tls acme`).
+    pub acme_email: Option<String>,
     pub admin_user: Option<String>,
     pub admin_password_file: Option<PathBuf>,
     pub allowed_origins: Vec<String>,
@@ -105,6 +107,9 @@ fn from_flags(options: &InitOptions) -> anyhow::Result<Config> {
     config.tls.redirect_listen = options
         .redirect_listen
         .or_else(|| default_redirect(listen, tls));
+    if tls == TlsMode::Acme {
+        config.tls.acme_email = options.acme_email.clone().unwrap_or_default();
+    }
     config.admin.password_hash = crate::auth::hash_password(&password);
     config.widget.allowed_origins = parse_origins(&options.allowed_origins.join(","))?;
     Ok(config)
@@ -204,11 +209,25 @@ fn ask<R: BufRead, W: Write>(
         .tls
         .unwrap_or_else(|| default_tls(&public_origin, listen));
     let tls = terminal.ask(
-        "TLS: \"off\" (plain HTTP, or behind a proxy), \"self-signed\", or \"files\" (PEM files, e.g. from certbot)",
+        "TLS: \"acme\" (a trusted certificate from Let's Encrypt, renewed by natter), \"off\" (plain HTTP, or behind a proxy), \"self-signed\", or \"files\" (PEM files, e.g. from certbot)",
         tls_name(tls_default),
         parse_tls,
     )?;
     let mut config = base_config(options, &public_origin, listen, tls)?;
+    if tls == TlsMode::Acme {
+        let email = options.acme_email.as_deref().unwrap_or("none");
+        config.tls.acme_email = terminal.ask(
+            "Contact email for Let's Encrypt (optional, \"none\")",
+            email,
+            |answer| match answer {
+                "none" | "" => Ok(String::new()),
+                _ if answer.contains('@') && !answer.contains(char::is_whitespace) => {
+                    Ok(answer.to_string())
+                }
+                _ => Err(format!("{answer:?} is not an email address, or none")),
+            },
+        )?;
+    }
     if tls == TlsMode::Files {
         let (cert, key) = certbot_paths(&public_origin);
         let cert = options.cert.clone().unwrap_or(cert);
@@ -326,7 +345,10 @@ fn parse_tls(answer: &str) -> Result<TlsMode, String> {
         "off" => Ok(TlsMode::Off),
         "self-signed" => Ok(TlsMode::SelfSigned),
         "files" => Ok(TlsMode::Files),
-        _ => Err(format!("{answer:?}: answer off, self-signed or files")),
+        "acme" => Ok(TlsMode::Acme),
+        _ => Err(format!(
+            "{answer:?}: answer acme, off, self-signed or files"
+        )),
     }
 }
 
@@ -335,6 +357,7 @@ fn tls_name(mode: TlsMode) -> &'static str {
         TlsMode::Off => "off",
         TlsMode::SelfSigned => "self-signed",
         TlsMode::Files => "files",
+        TlsMode::Acme => "acme",
     }
 }
 
@@ -393,7 +416,7 @@ fn default_listen(public_origin: &Origin) -> SocketAddr {
 }
 
 /// TLS by default when the URL is https and natter faces the network itself; `files` when certbot's files for the
-/// host are already there, `self-signed` otherwise. Behind a proxy on loopback, off.
+/// host are already there, `acme` for a public domain, `self-signed` otherwise. Behind a proxy on loopback, off.
 fn default_tls(public_origin: &Origin, listen: SocketAddr) -> TlsMode {
     if !public_origin.is_https() || listen.ip().is_loopback() {
         return TlsMode::Off;
@@ -401,6 +424,8 @@ fn default_tls(public_origin: &Origin, listen: SocketAddr) -> TlsMode {
     let (cert, key) = certbot_paths(public_origin);
     if cert.is_file() && key.is_file() {
         TlsMode::Files
+    } else if crate::config::is_acme_domain(public_origin.host()) {
+        TlsMode::Acme
     } else {
         TlsMode::SelfSigned
     }
@@ -509,6 +534,11 @@ pub fn closing_words(path: &Path, config: &Config) -> String {
             "TLS: off; the proxy in front of natter serves https and must pass X-Forwarded-For and the WebSocket upgrade of /cable.\n",
         ),
         TlsMode::Off => {}
+        TlsMode::Acme => text.push_str(&format!(
+            "TLS: natter obtains a trusted certificate for {} from {} at first start and renews it by itself.\n     Before that start: a DNS A (and AAAA, if this machine has IPv6) record for it must point to this machine,\n     and port 443 must be open from the internet (port 80 too, for the plain-HTTP listener). Until the first\n     certificate arrives TLS handshakes are refused; the log says what happened and what to do.\n",
+            config.acme_domains().join(", "),
+            config.tls.acme_directory
+        )),
     }
     text.push_str("Web Push: natter makes its VAPID key on first start and keeps it in the store (backups carry it).\n\n");
     let command = invocation::command();
@@ -535,6 +565,11 @@ mod tests {
         assert_eq!(default_listen(&public), "0.0.0.0:443".parse().unwrap());
         assert_eq!(
             default_tls(&public, "0.0.0.0:443".parse().unwrap()),
+            TlsMode::Acme
+        );
+        let address = Origin::parse("https://203.0.113.7").unwrap();
+        assert_eq!(
+            default_tls(&address, "0.0.0.0:443".parse().unwrap()),
             TlsMode::SelfSigned
         );
         assert_eq!(

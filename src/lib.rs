@@ -19,9 +19,9 @@
 //! (the one routing table), `auth` (passwords, sessions), `assets` (the embedded web side), `throttle` (rate limits),
 //! `metrics`, `refused_origins` (pages refused for their origin, told to the operator), `error` (the one catalog of
 //! client errors), `http` (HTTP's vocabulary: the body type, JSON, errors as HTTP, the admin and same-origin guards),
-//! `server` (listener and shutdown), `app` (shared state), `tls` (certificates and reload), `init` (the `--init`
-//! wizard), `invocation` (how the operator types natter from where they are), `backup` (backup, export, the control
-//! socket).
+//! `server` (listener and shutdown), `app` (shared state), `tls` (certificates and reload), `acme` (certificates from
+//! an ACME CA such as Let's Encrypt, renewed), `init` (the `--init` wizard), `invocation` (how the operator types
+//! natter from where they are), `backup` (backup, export, the control socket).
 //!
 //! The rule: a module uses only modules on the floors below its own, never one above or beside it, so arrows run one
 //! way and no two modules need each other (`scripts/import-circles` prints any circle that creeps back in):
@@ -33,6 +33,7 @@
 //! cable                                      one socket's loop
 //! channels  metrics                          handlers over the shared state
 //! app                                        the shared state: one of each noun below, built once
+//! acme                                       certificates from an ACME CA, renewed, served through tls
 //! push  assets  tls                          nouns; push and assets answer their routes with the parts they need
 //! http                                       HTTP's vocabulary
 //! auth  hub  protocol  refused_origins       sessions, who is connected, ActionCable frames, refused pages
@@ -41,6 +42,7 @@
 //! invocation                                 how to name natter in a message
 //! ```
 
+pub mod acme;
 pub mod app;
 pub mod assets;
 pub mod auth;

@@ -54,7 +54,8 @@ struct Cli {
     /// With --init: the URL browsers reach natter at, e.g. https://chat.example.com.
     #[arg(long, value_name = "URL", requires = "init")]
     public_url: Option<String>,
-    /// With --init: off (plain HTTP or behind a proxy), self-signed, or files (PEM, e.g. from certbot).
+    /// With --init: acme (a trusted certificate from Let's Encrypt), off (plain HTTP or behind a proxy), self-signed,
+    /// or files (PEM, e.g. from certbot).
     #[arg(long, value_name = "MODE", requires = "init")]
     tls: Option<TlsArg>,
     /// With --init --tls files: the PEM certificate chain.
@@ -63,6 +64,9 @@ struct Cli {
     /// With --init --tls files: the PEM private key.
     #[arg(long, value_name = "PATH", requires = "init")]
     key: Option<PathBuf>,
+    /// With --init --tls acme: the contact address for Let's Encrypt (optional).
+    #[arg(long, value_name = "EMAIL", requires = "init")]
+    acme_email: Option<String>,
     /// With --init: a plain-HTTP address that redirects to HTTPS, e.g. 0.0.0.0:80.
     #[arg(long, value_name = "ADDR", requires = "init", value_parser = config::parse_listen)]
     redirect_listen: Option<std::net::SocketAddr>,
@@ -103,6 +107,7 @@ enum TlsArg {
     Off,
     SelfSigned,
     Files,
+    Acme,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -222,10 +227,12 @@ fn init_options(cli: &Cli) -> InitOptions {
             TlsArg::Off => TlsMode::Off,
             TlsArg::SelfSigned => TlsMode::SelfSigned,
             TlsArg::Files => TlsMode::Files,
+            TlsArg::Acme => TlsMode::Acme,
         }),
         cert: cli.cert.clone(),
         key: cli.key.clone(),
         redirect_listen: cli.redirect_listen,
+        acme_email: cli.acme_email.clone(),
         admin_user: cli.admin_user.clone(),
         admin_password_file: cli.admin_password_file.clone(),
         allowed_origins: cli.allowed_origins.clone(),

@@ -138,6 +138,38 @@ pub fn render(app: &App, headers: &HeaderMap, ip: IpAddr) -> Result<Response<Bod
         "Actions refused by rate limits.",
         &[("", load(&counters.throttled))],
     );
+    if app.config.tls.mode == crate::config::TlsMode::Acme {
+        let acme = &app.acme;
+        metric(
+            "tls_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When the certificate served now expires (Unix time; 0 while there is none).",
+            &[("", load(&acme.expiry))],
+        );
+        metric(
+            "acme_orders_total",
+            "counter",
+            "ACME attempts to obtain or renew the certificate, by result.",
+            &[
+                ("{result=\"success\"}", load(&acme.successes)),
+                ("{result=\"failure\"}", load(&acme.failures)),
+            ],
+        );
+        if load(&acme.last_attempt) > 0 {
+            metric(
+                "acme_last_order_success",
+                "gauge",
+                "1 when the last ACME attempt obtained a certificate, 0 when it failed (see the log for why).",
+                &[("", load(&acme.last_success))],
+            );
+            metric(
+                "acme_last_order_timestamp_seconds",
+                "gauge",
+                "When the last ACME attempt ended (Unix time).",
+                &[("", load(&acme.last_attempt))],
+            );
+        }
+    }
     metric(
         "uptime_seconds",
         "gauge",

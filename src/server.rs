@@ -7,7 +7,8 @@
 //! committed everything queued, so nothing acknowledged is lost and nothing half-written is left.
 //!
 //! Beside the main listener: with TLS on, an optional plain-HTTP listener (`tls.redirect_listen`) that answers every
-//! request with a redirect to the HTTPS public URL (plain HTTP sent to the TLS port itself gets the same redirect); and always the control socket in the data dir, through which
+//! request with a redirect to the HTTPS public URL (plain HTTP sent to the TLS port itself gets the same redirect),
+//! but for ACME's HTTP-01 challenges in mode `acme`; and always the control socket in the data dir, through which
 //! `natter backup` takes a consistent copy of the running store (see `backup`).
 
 use std::future::Future;
@@ -26,12 +27,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
 
+use crate::acme::{Acme, Http01};
 use crate::app::App;
 use crate::auth::PasswordSource;
 use crate::backup;
 use crate::config::{Config, Origin, TlsMode};
 use crate::routes;
-use crate::tls::{Tls, HANDSHAKE_TIMEOUT};
+use crate::tls::{Tls, ACME_TLS_ALPN, HANDSHAKE_TIMEOUT};
 
 /// A client must send its request headers within this time, and an idle keep-alive connection is closed after it:
 /// hyper has no timeout of its own, and without one a slow client holds a connection forever.
@@ -52,6 +54,8 @@ pub struct Server {
     control: Option<UnixListener>,
     /// `None` when `tls.mode` is `off`.
     tls: Option<Arc<Tls>>,
+    /// The certificate's renewal, in mode `acme`.
+    acme: Option<Acme>,
     app: Arc<App>,
     shutdown: watch::Sender<bool>,
     password_source: PasswordSource,
@@ -94,6 +98,18 @@ impl Server {
         let (app, password_source) =
             App::build(config, bound, environment_password, watcher).await?;
         let tls = Tls::from_config(&app.config, &app.public_origin, bound)?.map(Arc::new);
+        let acme = match &tls {
+            Some(tls) if tls.mode() == TlsMode::Acme => Some(Acme::new(
+                &app.config,
+                &app.public_origin,
+                app.acme.clone(),
+                tls.clone(),
+                redirect
+                    .as_ref()
+                    .and_then(|listener| listener.local_addr().ok()),
+            )?),
+            _ => None,
+        };
         // After the store is open: holding it proves no other natter uses this data dir, so a stale socket may go.
         let control = match backup::bind_control(&app.config.server.data_dir) {
             Ok(listener) => Some(listener),
@@ -107,6 +123,7 @@ impl Server {
             redirect,
             control,
             tls,
+            acme,
             app,
             shutdown,
             password_source,
@@ -145,6 +162,7 @@ impl Server {
             redirect,
             control,
             tls,
+            acme,
             app,
             shutdown,
             ..
@@ -153,10 +171,15 @@ impl Server {
         if let Some(tls) = &tls {
             tls.spawn_reloader(app.shutdown.clone());
         }
+        let http01 = acme.as_ref().map(Acme::http01);
+        if let Some(acme) = acme {
+            acme.spawn(app.shutdown.clone());
+        }
         if let Some(redirect) = redirect {
             tokio::spawn(serve_redirects(
                 redirect,
                 app.public_origin.clone(),
+                http01,
                 app.shutdown.clone(),
             ));
         }
@@ -237,12 +260,14 @@ fn accept_connection(
         let mut first = [0_u8; 1];
         if let Ok(Ok(1)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
             if first[0] != TLS_HANDSHAKE_RECORD {
-                serve_redirect(stream, Arc::new(app.public_origin.clone())).await;
+                serve_redirect(stream, Arc::new(app.public_origin.clone()), None).await;
                 open.fetch_sub(1, Ordering::Relaxed);
                 return;
             }
         }
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            // A TLS-ALPN-01 validation: the handshake was the answer, and the CA closes the connection.
+            Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) => {}
             Ok(Ok(stream)) => serve_http(app, TokioIo::new(stream), peer).await,
             Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -283,10 +308,12 @@ where
 }
 
 /// The plain-HTTP listener of `tls.redirect_listen`: every request gets a permanent redirect to the same path on the
-/// HTTPS public URL. Nothing else is served in the clear, so a cookie never travels without TLS.
+/// HTTPS public URL. Nothing else is served in the clear, so a cookie never travels without TLS; the one exception
+/// is the answer to an ACME HTTP-01 challenge of a running order (`http01`, mode `acme`).
 async fn serve_redirects(
     listener: TcpListener,
     public_origin: Origin,
+    http01: Option<Arc<Http01>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let public_origin = Arc::new(public_origin);
@@ -301,15 +328,34 @@ async fn serve_redirects(
                 }
             },
         };
-        tokio::spawn(serve_redirect(stream, public_origin.clone()));
+        tokio::spawn(serve_redirect(
+            stream,
+            public_origin.clone(),
+            http01.clone(),
+        ));
     }
 }
 
-/// Answers one plain-HTTP connection's request with the redirect to HTTPS, then closes it.
-async fn serve_redirect(stream: TcpStream, public_origin: Arc<Origin>) {
+/// Answers one plain-HTTP connection's request with the redirect to HTTPS (or the key authorization of a token in
+/// `http01`), then closes it.
+async fn serve_redirect(
+    stream: TcpStream,
+    public_origin: Arc<Origin>,
+    http01: Option<Arc<Http01>>,
+) {
     let service = service_fn(move |request: Request<Incoming>| {
         let public_origin = public_origin.clone();
-        async move { Ok::<_, std::convert::Infallible>(redirect_response(&public_origin, &request)) }
+        let answer = http01
+            .as_ref()
+            .and_then(|http01| http01.answer(request.uri().path()));
+        let response = match answer {
+            Some(key_authorization) => Response::builder()
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(Full::new(Bytes::from(key_authorization)))
+                .expect("valid response"),
+            None => redirect_response(&public_origin, &request),
+        };
+        async move { Ok::<_, std::convert::Infallible>(response) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())

@@ -10,13 +10,17 @@
 //!   connections already open keep theirs. A half-written renewal (a key that does not match its certificate, a file
 //!   that does not parse) is refused with a warning and the old certificate stays until the pair is whole.
 //!
-//! The certificate sits behind `Reloadable`, a rustls `ResolvesServerCert`: the `ServerConfig` is built once and a
-//! reload swaps one `Arc`, so a handshake never sees half a change.
+//! - `acme`: a certificate natter obtains and renews itself (see `acme`). Until the first one arrives, handshakes are
+//!   refused (with a log line a minute at most), and the `acme-tls/1` protocol answers TLS-ALPN-01 challenges.
+//!
+//! The certificate sits behind `Certificates`, a rustls `ResolvesServerCert`: the `ServerConfig` is built once and a
+//! reload or renewal swaps one `Arc`, so a handshake never sees half a change and open connections keep theirs.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -38,11 +42,17 @@ const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 const SELF_SIGNED_DIR: &str = "tls";
 const SELF_SIGNED_CERT: &str = "self-signed.crt";
 const SELF_SIGNED_KEY: &str = "self-signed.key";
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737): a handshake offering it gets the challenge certificate
+/// for its server name, and the connection is closed after the handshake.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+/// How often, at most, a handshake refused for want of a certificate is logged: a bot knocking every second must not
+/// flood the log, and one line a minute still tells the operator.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// natter's TLS side: the acceptor for the listener and what it needs to reload.
 pub struct Tls {
     acceptor: TlsAcceptor,
-    resolver: Arc<Reloadable>,
+    resolver: Arc<Certificates>,
     cert_path: PathBuf,
     key_path: PathBuf,
     mode: TlsMode,
@@ -58,6 +68,8 @@ impl Tls {
     ) -> anyhow::Result<Option<Tls>> {
         let (cert_path, key_path) = match config.tls.mode {
             TlsMode::Off => return Ok(None),
+            // The acme module installs the stored certificate, or the first one it obtains.
+            TlsMode::Acme => return Ok(Some(Tls::without_certificate(config)?)),
             TlsMode::Files => (config.tls.cert.clone(), config.tls.key.clone()),
             TlsMode::SelfSigned => {
                 ensure_self_signed(&config.server.data_dir, public_origin, bound)?
@@ -66,11 +78,9 @@ impl Tls {
         let loaded = load_pair(&cert_path, &key_path).map_err(|error| {
             anyhow::anyhow!("{error:#}; check tls.cert and tls.key (PEM files), or choose tls.mode = \"self-signed\"")
         })?;
-        let resolver = Arc::new(Reloadable {
-            current: RwLock::new(Arc::new(loaded.key)),
-            fingerprint: RwLock::new(loaded.fingerprint),
-        });
-        let acceptor = TlsAcceptor::from(Arc::new(server_config(resolver.clone())?));
+        let resolver = Arc::new(Certificates::default());
+        resolver.install(loaded);
+        let acceptor = TlsAcceptor::from(Arc::new(server_config(resolver.clone(), &[])?));
         Ok(Some(Tls {
             acceptor,
             resolver,
@@ -78,6 +88,21 @@ impl Tls {
             key_path,
             mode: config.tls.mode,
         }))
+    }
+
+    /// Mode `acme` before its certificate is known: handshakes are refused, `acme-tls/1` is offered.
+    fn without_certificate(config: &Config) -> anyhow::Result<Tls> {
+        let resolver = Arc::new(Certificates::default());
+        let acceptor =
+            TlsAcceptor::from(Arc::new(server_config(resolver.clone(), &[ACME_TLS_ALPN])?));
+        let directory = config.server.data_dir.join("acme");
+        Ok(Tls {
+            acceptor,
+            resolver,
+            cert_path: directory.clone(),
+            key_path: directory,
+            mode: config.tls.mode,
+        })
     }
 
     pub fn acceptor(&self) -> &TlsAcceptor {
@@ -92,7 +117,8 @@ impl Tls {
         &self.cert_path
     }
 
-    /// The SHA-256 fingerprint of the certificate served now, as browsers show it (`AB:CD:...`).
+    /// The SHA-256 fingerprint of the certificate served now, as browsers show it (`AB:CD:...`); empty while there
+    /// is none.
     pub fn fingerprint(&self) -> String {
         self.resolver
             .fingerprint
@@ -107,17 +133,30 @@ impl Tls {
         if loaded.fingerprint == self.fingerprint() {
             return Ok(false);
         }
-        *self
-            .resolver
-            .current
-            .write()
-            .expect("the certificate lock is never poisoned") = Arc::new(loaded.key);
-        *self
-            .resolver
-            .fingerprint
-            .write()
-            .expect("the fingerprint lock is never poisoned") = loaded.fingerprint;
+        self.resolver.install(loaded);
         Ok(true)
+    }
+
+    /// Serves this PEM chain and key from the next handshake on (a renewal's hot swap); open connections keep the
+    /// certificate they started with.
+    pub fn install_pem(&self, chain_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<()> {
+        self.resolver.install(parse_pair(chain_pem, key_pem)?);
+        Ok(())
+    }
+
+    /// Answers TLS-ALPN-01 for `domain` with `certificate` (`None` withdraws it).
+    pub fn set_challenge(&self, domain: &str, certificate: Option<CertifiedKey>) {
+        let mut challenges = self
+            .resolver
+            .challenges
+            .write()
+            .expect("the challenge lock is never poisoned");
+        match certificate {
+            Some(certificate) => {
+                challenges.insert(domain.to_ascii_lowercase(), Arc::new(certificate))
+            }
+            None => challenges.remove(&domain.to_ascii_lowercase()),
+        };
     }
 
     /// In mode `files`, watches the PEM files and SIGHUP until `shutdown` flips, reloading on either.
@@ -169,21 +208,66 @@ impl Tls {
     }
 }
 
-/// The certificate rustls presents, swapped whole on reload.
-#[derive(Debug)]
-struct Reloadable {
-    current: RwLock<Arc<CertifiedKey>>,
+/// What rustls presents: the certificate, swapped whole on reload or renewal, and the TLS-ALPN-01 challenge
+/// certificates by server name while an ACME validation runs.
+#[derive(Debug, Default)]
+struct Certificates {
+    /// `None` only in mode `acme` before the first certificate.
+    current: RwLock<Option<Arc<CertifiedKey>>>,
+    /// The fingerprint of `current`, empty while there is none.
     fingerprint: RwLock<String>,
+    challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    /// When a refused handshake was last logged.
+    refusal_logged: Mutex<Option<Instant>>,
 }
 
-impl ResolvesServerCert for Reloadable {
-    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
+impl Certificates {
+    fn install(&self, loaded: Loaded) {
+        *self
+            .current
+            .write()
+            .expect("the certificate lock is never poisoned") = Some(Arc::new(loaded.key));
+        *self
+            .fingerprint
+            .write()
+            .expect("the fingerprint lock is never poisoned") = loaded.fingerprint;
+    }
+
+    fn log_refusal(&self) {
+        let mut logged = self
+            .refusal_logged
+            .lock()
+            .expect("the log lock is never poisoned");
+        if logged.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_INTERVAL) {
+            *logged = Some(Instant::now());
+            tracing::warn!("TLS handshake refused: no certificate yet; the ACME lines of this log say why and when natter tries again");
+        }
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let validation = client_hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|protocol| protocol == ACME_TLS_ALPN));
+        if validation {
+            let name = client_hello.server_name()?.to_ascii_lowercase();
+            return self
+                .challenges
                 .read()
-                .expect("the certificate lock is never poisoned")
-                .clone(),
-        )
+                .expect("the challenge lock is never poisoned")
+                .get(&name)
+                .cloned();
+        }
+        let current = self
+            .current
+            .read()
+            .expect("the certificate lock is never poisoned")
+            .clone();
+        if current.is_none() {
+            self.log_refusal();
+        }
+        current
     }
 }
 
@@ -192,15 +276,29 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// TLS 1.2 and 1.3 with ring's cipher suites (all AEAD with forward secrecy), ALPN `http/1.1` (natter speaks
-/// HTTP/1.1 only; the WebSocket upgrade needs it).
-fn server_config(resolver: Arc<Reloadable>) -> anyhow::Result<rustls::ServerConfig> {
+/// HTTP/1.1 only; the WebSocket upgrade needs it) and `more_protocols` after it, so a browser never picks them.
+fn server_config(
+    resolver: Arc<Certificates>,
+    more_protocols: &[&[u8]],
+) -> anyhow::Result<rustls::ServerConfig> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("ring supports TLS 1.2 and 1.3")?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+        .alpn_protocols
+        .extend(more_protocols.iter().map(|protocol| protocol.to_vec()));
     Ok(config)
+}
+
+/// A certificate chain and its key, for rustls.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, rustls::Error> {
+    CertifiedKey::from_der(chain, key, &provider())
 }
 
 struct Loaded {
@@ -210,23 +308,29 @@ struct Loaded {
 
 /// Reads a PEM certificate chain and its private key and checks that they belong together.
 fn load_pair(cert_path: &Path, key_path: &Path) -> anyhow::Result<Loaded> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-        .with_context(|| format!("cannot read the certificate {}", cert_path.display()))?
+    let chain = std::fs::read(cert_path)
+        .with_context(|| format!("cannot read the certificate {}", cert_path.display()))?;
+    let key = std::fs::read(key_path)
+        .with_context(|| format!("cannot read a PEM private key from {}", key_path.display()))?;
+    parse_pair(&chain, &key).with_context(|| {
+        format!(
+            "{} and {} are not a certificate chain and its key",
+            cert_path.display(),
+            key_path.display()
+        )
+    })
+}
+
+fn parse_pair(chain_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Loaded> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
         .collect::<Result<_, _>>()
-        .with_context(|| format!("{} is not a PEM certificate chain", cert_path.display()))?;
+        .context("not a PEM certificate chain")?;
     let Some(leaf) = chain.first() else {
-        anyhow::bail!("{} holds no certificate", cert_path.display());
+        anyhow::bail!("no certificate in the PEM chain");
     };
     let fingerprint = fingerprint(leaf);
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .with_context(|| format!("cannot read a PEM private key from {}", key_path.display()))?;
-    let key = CertifiedKey::from_der(chain, key, &provider()).with_context(|| {
-        format!(
-            "the key {} does not fit the certificate {}",
-            key_path.display(),
-            cert_path.display()
-        )
-    })?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).context("not a PEM private key")?;
+    let key = certified_key(chain, key).context("the key does not fit the certificate")?;
     Ok(Loaded { key, fingerprint })
 }
 

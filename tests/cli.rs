@@ -337,7 +337,8 @@ fn the_wizard_on_a_terminal_shows_defaults_hides_the_password_and_asks_again_whe
     let steps = [
         ("Public URL of natter (what browsers will open, e.g. https://chat.example.com) [http://127.0.0.1:3100]: ", "https://chat.example.com"),
         ("Address to listen on [0.0.0.0:443]: ", ""),
-        ("[self-signed]: ", ""),
+        // A public domain is offered ACME first; this run takes self-signed.
+        ("[acme]: ", "self-signed"),
         ("Plain-HTTP address that redirects to HTTPS (\"none\" for no redirect) [0.0.0.0:80]: ", ""),
         ("Admin user name [admin]: ", "owner"),
         ("Admin password (not shown): ", "short"),
