@@ -257,18 +257,22 @@ pub struct BackupReport {
 pub async fn backup(config: &Config, destination: &Path) -> anyhow::Result<BackupReport> {
     refuse_target_in_data_dir(&config.server.data_dir, destination)?;
     let parent = parent_folder(destination);
-    // The copy is checked in a folder of its own next to FILE (Store::open wants the file named natter.redb) and
-    // renamed over FILE once it opened and counted: same file system, so the rename is atomic.
+    // The copy is made in a folder of its own next to FILE and renamed over FILE once it opened (read-only, so it
+    // keeps no store id: each restore of it gets its own) and counted: same file system, so the rename is atomic.
     let staging = parent.join(format!(".natter-backup-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir(&staging)
         .with_context(|| format!("cannot write in {}", parent.display()))?;
     let result = async {
         let staged = staging.join(STORE_FILE);
         let source = fetch_snapshot(config, &staged).await?;
-        let (messages, conversations) = count(&staging).await?;
+        let (messages, conversations) = crate::store::count_copy(&staged).map_err(|error| {
+            anyhow::anyhow!("the backup does not open as a natter store: {error:?}")
+        })?;
         let bytes = std::fs::metadata(&staged)?.len();
         std::fs::rename(&staged, destination)
             .with_context(|| format!("cannot move the backup to {}", destination.display()))?;
+        // The new name is durable only once the directory is.
+        crate::store::sync_directory(&parent);
         Ok(BackupReport {
             source,
             bytes,
@@ -421,18 +425,6 @@ async fn download(stream: UnixStream, target: &Path) -> anyhow::Result<()> {
     }
     file.sync_all()?;
     Ok(())
-}
-
-/// Opens a copy (the `natter.redb` in `directory`) and answers (messages, conversations): a backup that does not
-/// open is not a backup.
-async fn count(directory: &Path) -> anyhow::Result<(u64, u64)> {
-    let store = Store::open(directory).context("the backup does not open as a natter store")?;
-    let counts = (store.message_count(), store.conversation_count());
-    store.close().await;
-    match counts {
-        (Ok(messages), Ok(conversations)) => Ok((messages, conversations)),
-        _ => anyhow::bail!("the backup's tables cannot be read"),
-    }
 }
 
 // ---- export ----

@@ -191,9 +191,18 @@ impl Server {
             ))
         });
         tokio::pin!(signal);
+        let store_failed = app.store.failed();
+        tokio::pin!(store_failed);
+        let mut failure = None;
         loop {
             tokio::select! {
                 () = &mut signal => break,
+                // A sync of the store failed: no write can be acknowledged any more, so natter stops (with an error,
+                // so systemd starts it again) instead of serving on without a store.
+                () = &mut store_failed => {
+                    failure = Some(anyhow::anyhow!("a sync of the store failed; natter stopped (see the log above)"));
+                    break;
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => accept_connection(&app, tls.as_ref(), &requests, stream, peer),
                     // Out of file descriptors, or a connection reset before accept: wait a moment and go on, instead of
@@ -228,7 +237,7 @@ impl Server {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, connections_closed).await;
         app.store.close().await;
         tracing::info!("stopped");
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 }
 

@@ -13,9 +13,10 @@ pub fn conversation_record(bytes: &[u8]) -> Option<Vec<u8>> {
 /// The format byte that starts a binary conversation record (older records are JSON).
 pub const BINARY_RECORD: u8 = super::record::FORMAT;
 
-/// Applies the changes of one log record (the payload `wal` writes for a batch) to an in-memory store, as a replay
-/// does, then reads back every conversation and message; answers whether the changes applied. The store is made once
-/// and every input's transaction is aborted, so each input starts from the same empty store.
+/// Applies the changes of one log record (the payload an earlier natter's log, `legacy_log`, holds for a batch) to
+/// an in-memory store, as a replay does, then reads back every conversation and message; answers whether the changes
+/// applied. The store is made once and every input's transaction is aborted, so each input starts from the same empty
+/// store.
 pub fn log_record(payload: &[u8]) -> bool {
     use redb::ReadableTable;
     static DATABASE: std::sync::OnceLock<redb::Database> = std::sync::OnceLock::new();
@@ -25,8 +26,8 @@ pub fn log_record(payload: &[u8]) -> bool {
             .expect("an in-memory store opens")
     });
     let transaction = database.begin_write().expect("a write transaction starts");
-    let applied = super::wal::apply_changes(&transaction, payload).is_ok();
-    if let Ok(conversations) = transaction.open_table(super::CONVERSATIONS) {
+    let applied = super::legacy_log::apply_changes(&transaction, payload).is_ok();
+    if let Ok(conversations) = transaction.open_table(super::schema::CONVERSATIONS) {
         for (_, record) in conversations
             .range::<u128>(..)
             .expect("a range reads")
@@ -35,7 +36,7 @@ pub fn log_record(payload: &[u8]) -> bool {
             let _ = super::record::decode(record.value());
         }
     }
-    if let Ok(messages) = transaction.open_table(super::MESSAGES) {
+    if let Ok(messages) = transaction.open_table(super::schema::MESSAGES) {
         for (_, message) in messages.range::<u64>(..).expect("a range reads").flatten() {
             let _ = super::decode::<super::Message>(message.value());
         }

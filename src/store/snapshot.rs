@@ -4,10 +4,11 @@ use std::path::Path;
 
 use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{
-    Store, StoreError, CLIENT_IDS, CONVERSATIONS, CONVERSATION_MESSAGES, MESSAGES, META,
-    PUSH_SUBSCRIPTIONS, SESSIONS, STORE_ID, VISITOR_TOKENS,
+use super::schema::{
+    CLIENT_IDS, CONVERSATIONS, CONVERSATION_MESSAGES, MESSAGES, META, PUSH_SUBSCRIPTIONS, SESSIONS,
+    STORE_ID, VISITOR_TOKENS,
 };
+use super::{Store, StoreError};
 
 impl Store {
     /// Copies every table, as one read transaction sees it, into a new redb file at `destination`: a consistent
@@ -52,6 +53,28 @@ impl Store {
             tables: copied.len(),
         })
     }
+}
+
+/// Reads a copy `Store::snapshot_to` made (a backup) without changing it, and answers (messages, conversations): a
+/// copy that does not open as a store of this natter's schema is not a backup. Read-only, because the first open of
+/// a store gives it its store id, and each restore of a backup must get an id of its own.
+pub fn count_copy(path: &Path) -> Result<(u64, u64), StoreError> {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+    let database = redb::ReadOnlyDatabase::open(path)?;
+    let transaction = database.begin_read()?;
+    let version = transaction
+        .open_table(META)?
+        .get("schema_version")?
+        .map(|value| super::read_u64(value.value()));
+    if version != Some(super::schema::SCHEMA_VERSION) {
+        return Err(StoreError::Storage(format!(
+            "the copy has schema version {version:?}, this natter writes {}",
+            super::schema::SCHEMA_VERSION
+        )));
+    }
+    let messages = transaction.open_table(MESSAGES)?.len()?;
+    let conversations = transaction.open_table(CONVERSATIONS)?.len()?;
+    Ok((messages, conversations))
 }
 
 /// What `Store::snapshot_to` copied.
