@@ -46,7 +46,7 @@ use crate::timestamp;
 pub const CONTROL_SOCKET: &str = "natter.sock";
 /// The store's file name in the data dir.
 const STORE_FILE: &str = "natter.redb";
-/// The store's write-ahead log in the data dir.
+/// An earlier natter's write-ahead log in the data dir (taken into the store and removed at the first start of this one).
 const LOG_FILE: &str = "natter.wal";
 /// Bytes per chunk when streaming a snapshot: large enough for few syscalls, small enough to keep memory flat.
 const CHUNK_BYTES: usize = 256 * 1024;
