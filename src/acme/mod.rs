@@ -285,11 +285,8 @@ impl Acme {
             chain_pem: issued.chain_pem,
             key_pem: issued.key_pem,
         };
-        let local = |error: anyhow::Error| Failure {
-            message: format!("the new certificate cannot be used: {error:#}"),
-            rate_limited: false,
-            validation: false,
-            account_gone: false,
+        let local = |error: anyhow::Error| {
+            Failure::new(format!("the new certificate cannot be used: {error:#}"))
         };
         // Stored first: a crash right after must find it, not order again.
         self.state.save_certificate(&stored).map_err(local)?;
@@ -302,31 +299,38 @@ impl Acme {
         let http = || {
             AcmeHttp::new(&self.ca_root)
                 .map(|http| Account::builder_with_http(Box::new(http)))
-                .map_err(|error| {
-                    Failure::request(
-                        "",
-                        &self.directory,
-                        instant_acme::Error::Other(error.into()),
-                    )
-                })
+                .map_err(|error| Failure::new(format!("{error:#}")))
+        };
+        let contact = format!("mailto:{}", self.email);
+        let contacts: Vec<&str> = if self.email.is_empty() {
+            Vec::new()
+        } else {
+            vec![contact.as_str()]
         };
         let stored = self.state.account(&self.directory).unwrap_or_else(|error| {
             tracing::warn!("ACME: {error:#}; making a new account");
             None
         });
-        if let Some(stored) = stored {
-            return http()?
+        if let Some(mut stored) = stored {
+            let account = http()?
                 .from_credentials(stored.credentials)
                 .await
-                .map_err(|error| Failure::request("loading the account", &self.directory, error));
+                .map_err(|error| Failure::request("loading the account", &self.directory, error))?;
+            if stored.email != self.email {
+                account.update_contacts(&contacts).await.map_err(|error| {
+                    Failure::request("changing the account's contact", &self.directory, error)
+                })?;
+                tracing::info!("ACME: the account's contact is now {:?}", self.email);
+                if let Ok(Some(again)) = self.state.account(&self.directory) {
+                    stored = StoredAccount {
+                        email: self.email.clone(),
+                        ..again
+                    };
+                    self.save_account(&stored);
+                }
+            }
+            return Ok(account);
         }
-        let email = &self.email;
-        let contact = format!("mailto:{email}");
-        let contacts: Vec<&str> = if email.is_empty() {
-            Vec::new()
-        } else {
-            vec![contact.as_str()]
-        };
         let (account, credentials) = http()?
             .create(
                 &NewAccount {
@@ -339,21 +343,25 @@ impl Acme {
             )
             .await
             .map_err(|error| Failure::request("creating the account", &self.directory, error))?;
-        let stored = StoredAccount {
+        self.save_account(&StoredAccount {
             directory: self.directory.clone(),
+            email: self.email.clone(),
             credentials,
-        };
-        if let Err(error) = self.state.save_account(&stored) {
-            tracing::warn!(
-                "ACME: the new account is not stored, so the next start makes another: {error:#}"
-            );
-        }
+        });
         tracing::info!(
             "ACME: account created at {} ({})",
             self.directory,
             account.id()
         );
         Ok(account)
+    }
+
+    fn save_account(&self, account: &StoredAccount) {
+        if let Err(error) = self.state.save_account(account) {
+            tracing::warn!(
+                "ACME: the account is not stored, so the next start makes another: {error:#}"
+            );
+        }
     }
 }
 

@@ -37,7 +37,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(message: String) -> Failure {
+    pub fn new(message: String) -> Failure {
         Failure {
             message,
             rate_limited: false,
@@ -233,5 +233,62 @@ impl Drop for Answers<'_> {
         for token in &self.tokens {
             self.http01.remove(token);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(kind: &str, detail: &str) -> Problem {
+        serde_json::from_value(serde_json::json!({
+            "type": format!("urn:ietf:params:acme:error:{kind}"),
+            "detail": detail,
+            "status": 403,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_failure_says_in_one_line_what_to_do() {
+        let validation = Some(("chat.example.com", Challenge::TlsAlpn01));
+        for (kind, validation, expected) in [
+            ("dns", validation, "add a DNS A/AAAA record"),
+            (
+                "connection",
+                validation,
+                "port 443 is open from the internet",
+            ),
+            ("unauthorized", validation, "resolves to this machine"),
+            (
+                "caa",
+                validation,
+                "CAA records of chat.example.com forbid this CA",
+            ),
+            ("rateLimited", None, "rate-limited by the CA (until then)"),
+            ("invalidContact", None, "fix or empty tls.acme_email"),
+            ("rejectedIdentifier", None, "check tls.acme_domains"),
+            ("accountDoesNotExist", None, "makes a new one"),
+        ] {
+            let failure = Failure::problem(&problem(kind, "until then"), validation);
+            assert!(
+                failure.message.contains(expected),
+                "{kind}: {}",
+                failure.message
+            );
+            assert!(!failure.message.contains('\n'), "{}", failure.message);
+            assert_eq!(failure.rate_limited, kind == "rateLimited");
+            assert_eq!(failure.account_gone, kind == "accountDoesNotExist");
+        }
+        let http = Failure::problem(
+            &problem("connection", "refused"),
+            Some(("chat.example.com", Challenge::Http01)),
+        );
+        assert!(
+            http.message.contains("HTTP-01 on port 80"),
+            "{}",
+            http.message
+        );
+        assert!(http.validation);
     }
 }

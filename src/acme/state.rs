@@ -16,6 +16,9 @@ const CERTIFICATE_FILE: &str = "certificate.json";
 pub struct StoredAccount {
     /// The directory URL the account belongs to: another directory needs another account.
     pub directory: String,
+    /// The contact the CA has for the account; a different `tls.acme_email` is sent to the CA at the next order.
+    #[serde(default)]
+    pub email: String,
     pub credentials: AccountCredentials,
 }
 
