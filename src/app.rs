@@ -110,7 +110,7 @@ impl App {
             started: Instant::now(),
         };
         let app = Arc::new(app);
-        crate::push::start(&app.push);
+        crate::push::sender::start(&app.push);
         Ok((app, source))
     }
 

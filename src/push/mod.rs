@@ -3,20 +3,22 @@
 //! each browser's own push service (RFC 8030) with an encrypted payload (RFC 8291) and a VAPID signature (RFC 8292).
 //!
 //! The parts: `vapid` (the key, kept in the store), `subscription` (a browser's `PushSubscription`, checked at the
-//! door, and which addresses may be reached), `sender` (the queue, the client, retries). This file decides when to
-//! push (`message_stored`, called by the channels after the store committed a message) and answers the three routes.
+//! door, and which addresses may be reached), `resolver` (DNS that answers only with reachable addresses), `sender`
+//! (started once the state exists: the dispatcher, the client, retries). This file decides when to push
+//! (`message_stored`, called by the channels after the store committed a message) and answers the three routes.
 //! Push is a noun below `App`: it takes the store, the hub and the session check it needs, never `App` itself.
 //!
 //! The message path only ever does a non-blocking `try_send` into a bounded queue: a slow or dead push service can
 //! cost notifications, never a chat message or its latency.
 
-mod sender;
+mod resolver;
+pub mod sender;
 pub mod subscription;
 mod vapid;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -34,10 +36,13 @@ use crate::http::{admin, json_body, json_response, same_origin, Body};
 use crate::hub::Hub;
 use crate::store::{hash_token, Conversation, Message, Sender, Store, StoreError};
 
-pub use sender::MAX_IN_FLIGHT;
+use resolver::GuardedResolver;
 use subscription::{AddressPolicy, Audience, Subscription, SubscriptionJson};
 use vapid::Vapid;
 
+/// Pushes being sent at once. A handful of owner devices and the odd visitor need far fewer; the bound is what a
+/// push service that never answers can hold.
+pub const MAX_IN_FLIGHT: usize = 16;
 /// Pushes waiting for the sender. Each job is a few hundred bytes; 256 covers a burst from many conversations at
 /// once while the in-flight slots are busy. When it is full, new pushes are dropped (and counted as failed).
 const QUEUE_CAPACITY: usize = 256;
@@ -70,7 +75,7 @@ pub struct Push {
     vapid: Vapid,
     policy: AddressPolicy,
     /// Resolves and checks endpoint hosts; shared with the sender's client.
-    resolver: sender::GuardedResolver,
+    resolver: GuardedResolver,
     queue: mpsc::Sender<Job>,
     /// The queue's other end until `start` hands it to the dispatcher task.
     jobs: Mutex<Option<mpsc::Receiver<Job>>>,
@@ -108,7 +113,7 @@ impl Push {
         Ok(Push {
             vapid: Vapid::load_or_create(store, &config.push.subject).await?,
             policy,
-            resolver: sender::GuardedResolver::new(policy),
+            resolver: GuardedResolver::new(policy),
             queue,
             jobs: Mutex::new(Some(jobs)),
             cooldowns: Mutex::new(HashMap::new()),
@@ -144,19 +149,6 @@ impl Push {
         }
         cooldowns.insert((conversation_id, audience), now);
         true
-    }
-}
-
-/// Starts the sender task. It holds `Push` weakly, so it ends when the server's state is dropped.
-pub fn start(push: &Arc<Push>) {
-    let jobs = push
-        .jobs
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner())
-        .take();
-    if let Some(jobs) = jobs {
-        let client = sender::client(push.resolver.clone());
-        tokio::spawn(sender::dispatch(Arc::downgrade(push), jobs, client));
     }
 }
 

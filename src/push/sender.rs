@@ -1,43 +1,32 @@
 //! Sending: one dispatcher task takes jobs from a bounded queue, finds the subscriptions they go to, and starts one
 //! short task per push, at most `MAX_IN_FLIGHT` at a time. Each push is encrypted (RFC 8291, web-push-native),
-//! signed (RFC 8292) and POSTed through hyper-util's client with rustls (ring); DNS goes through hickory, a pure-Rust
-//! resolver, because a statically linked glibc binary cannot load the NSS modules `getaddrinfo` needs.
+//! signed (RFC 8292) and POSTed through hyper-util's client with rustls (ring); DNS goes through `resolver`.
 //!
 //! A push service that is slow, down or hostile costs at most `MAX_IN_FLIGHT` tasks and sockets for at most
 //! `REQUEST_TIMEOUT` each (plus waits between retries); behind them the queue fills and further pushes are dropped
 //! and counted. The message path never waits on any of it.
 
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hickory_resolver::TokioResolver;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{mpsc, Semaphore};
 use web_push_native::WebPushBuilder;
 
-use super::subscription::{audience_origin, endpoint_uri, literal_ip, AddressPolicy, Subscription};
-use super::{Job, Push};
+use super::resolver::GuardedResolver;
+use super::subscription::{audience_origin, endpoint_uri, literal_ip, Subscription};
+use super::{Job, Push, MAX_IN_FLIGHT};
 
-/// Pushes being sent at once. A handful of owner devices and the odd visitor need far fewer; the bound is what a
-/// push service that never answers can hold.
-pub const MAX_IN_FLIGHT: usize = 16;
 /// One attempt (connect, TLS, request, response headers) must finish within this. Push services answer in well
 /// under a second; ten leaves room for a slow mobile uplink on the owner's Raspberry Pi.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// A DNS lookup must finish within this.
-const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts per push: the first and two retries (after 429 or 5xx or a failed connection).
 const MAX_ATTEMPTS: u32 = 3;
 /// The wait before the first retry when the service does not say; doubled each time.
@@ -48,11 +37,11 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// the `Topic` makes a newer one replace an older undelivered one of the same conversation.
 const TIME_TO_LIVE_SECONDS: u32 = 24 * 3600;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
 
 /// The client every push goes through: http/1.1, TLS with rustls and ring and the Mozilla roots compiled in (no
 /// dependence on the host's certificate store), DNS through `GuardedResolver`.
-pub fn client(resolver: GuardedResolver) -> HttpClient {
+fn client(resolver: GuardedResolver) -> HttpClient {
     let mut http = HttpConnector::new_with_resolver(resolver);
     http.enforce_http(false);
     http.set_connect_timeout(Some(REQUEST_TIMEOUT));
@@ -69,86 +58,22 @@ pub fn client(resolver: GuardedResolver) -> HttpClient {
         .build(https)
 }
 
-/// DNS for the push client that answers only with addresses the policy allows: a name that resolves to any private,
-/// loopback or otherwise internal address is refused whole, so the connector can only ever connect to a checked
-/// address. (Endpoints written as IP literals skip the resolver; `send_once` checks those itself.)
-#[derive(Clone)]
-pub struct GuardedResolver {
-    dns: Option<Arc<TokioResolver>>,
-    policy: AddressPolicy,
-}
-
-impl GuardedResolver {
-    pub fn new(policy: AddressPolicy) -> GuardedResolver {
-        let dns = match TokioResolver::builder_tokio().and_then(|builder| builder.build()) {
-            Ok(resolver) => Some(Arc::new(resolver)),
-            Err(error) => {
-                tracing::warn!(%error, "cannot read /etc/resolv.conf: Web Push endpoints given by name cannot be reached");
-                None
-            }
-        };
-        GuardedResolver { dns, policy }
-    }
-
-    /// Every address `host` has, when all of them may be reached over `https` (or plain http to loopback).
-    pub async fn checked_addresses(&self, host: &str, https: bool) -> Result<Vec<IpAddr>, String> {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => {
-                let dns = self
-                    .dns
-                    .as_ref()
-                    .ok_or("no DNS resolver (is /etc/resolv.conf readable?)")?;
-                let lookup = tokio::time::timeout(DNS_TIMEOUT, dns.lookup_ip(host))
-                    .await
-                    .map_err(|_| format!("looking up {host} took too long"))?
-                    .map_err(|error| format!("cannot look up {host}: {error}"))?;
-                lookup.iter().collect()
-            }
-        };
-        if addresses.is_empty() {
-            return Err(format!("{host} has no address"));
-        }
-        match addresses.iter().find(|ip| !self.policy.allows(**ip, https)) {
-            Some(refused) => Err(format!(
-                "{host} resolves to {refused}, which is not a public address"
-            )),
-            None => Ok(addresses),
-        }
-    }
-}
-
-impl tower_service::Service<Name> for GuardedResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let resolver = self.clone();
-        Box::pin(async move {
-            // The connector resolves for both schemes; plain http only ever passes for loopback, which the
-            // policy allows regardless of scheme, so asking with `https = true` is exact for every other address.
-            let addresses = resolver
-                .checked_addresses(name.as_str(), true)
-                .await
-                .map_err(std::io::Error::other)?;
-            Ok(addresses
-                .into_iter()
-                .map(|ip| SocketAddr::new(ip, 0))
-                .collect::<Vec<_>>()
-                .into_iter())
-        })
+/// Starts the sender task. It holds `Push` weakly, so it ends when the server's state is dropped.
+pub fn start(push: &Arc<Push>) {
+    let jobs = push
+        .jobs
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .take();
+    if let Some(jobs) = jobs {
+        let client = client(push.resolver.clone());
+        tokio::spawn(dispatch(Arc::downgrade(push), jobs, client));
     }
 }
 
 /// Takes jobs until the queue closes (`Push` is gone). Holds only a weak reference between jobs, so a stopped
 /// server's state is freed.
-pub async fn dispatch(push: Weak<Push>, mut jobs: mpsc::Receiver<Job>, client: HttpClient) {
+async fn dispatch(push: Weak<Push>, mut jobs: mpsc::Receiver<Job>, client: HttpClient) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(job) = jobs.recv().await {
         let Some(push) = push.upgrade() else { break };
