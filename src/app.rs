@@ -1,6 +1,6 @@
 //! The state every request and socket shares: configuration, store, hub, authentication, throttles, counters.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -16,7 +16,16 @@ use crate::hub::Hub;
 use crate::push::Push;
 use crate::refused_origins::RefusedOrigins;
 use crate::store::{Store, TokenHash};
-use crate::throttle::{ConnectionCounter, RateLimiter};
+use crate::throttle::{ConnectionCounter, Network, RateLimiter};
+
+/// A visitor's actions other than `speak` (`sync`, `typing`, `identify`, `read`, `visit`, subscribing) allowed per
+/// message they may send: a message comes with a few of them (typing on and off, a read, a page), and a page load or a
+/// reconnect with a couple more.
+const ACTIONS_PER_MESSAGE: u32 = 4;
+/// The fewest such actions a visitor gets per minute, however low `messages_per_minute` is set.
+const MIN_ACTIONS_PER_MINUTE: u32 = 60;
+/// One network (an office behind one address, a household) holds many visitors: it gets this many visitors' worth.
+const VISITORS_PER_NETWORK: u32 = 10;
 
 pub struct App {
     pub config: Config,
@@ -44,10 +53,14 @@ pub struct App {
 pub struct Throttles {
     /// Messages per visitor token.
     pub messages: RateLimiter<TokenHash>,
-    /// New conversations per IP address.
-    pub conversations: RateLimiter<IpAddr>,
-    /// Socket connects with a token the store does not know, per IP: a bot making up tokens.
-    pub unknown_tokens: RateLimiter<IpAddr>,
+    /// A visitor's other actions per token (see `ACTIONS_PER_MESSAGE`).
+    pub actions: RateLimiter<TokenHash>,
+    /// Every visitor action (messages too) per network: many tokens from one place.
+    pub network_actions: RateLimiter<Network>,
+    /// New conversations per network, whether opened by `speak` or `identify`.
+    pub conversations: RateLimiter<Network>,
+    /// Socket connects with a token the store does not know, per network: a bot making up tokens.
+    pub unknown_tokens: RateLimiter<Network>,
     /// Open sockets per IP address.
     pub connections: Arc<ConnectionCounter>,
 }
@@ -72,16 +85,27 @@ impl App {
     ) -> anyhow::Result<(Arc<App>, PasswordSource)> {
         let store = Store::open(&config.server.data_dir)
             .map_err(|error| explain_denied(error, &config.server.data_dir))?;
+        let public_origin = config.public_origin(bound);
         let (auth, source) = Auth::new(
             &config.admin,
             environment_password,
             config.limits.login_failures,
+            public_origin.is_https(),
             &store,
         )
         .await?;
         let limits = &config.limits;
+        let actions_per_minute = limits
+            .messages_per_minute
+            .saturating_mul(ACTIONS_PER_MESSAGE)
+            .max(MIN_ACTIONS_PER_MINUTE);
         let throttles = Throttles {
             messages: RateLimiter::new(limits.messages_per_minute, Duration::from_secs(60)),
+            actions: RateLimiter::new(actions_per_minute, Duration::from_secs(60)),
+            network_actions: RateLimiter::new(
+                actions_per_minute.saturating_mul(VISITORS_PER_NETWORK),
+                Duration::from_secs(60),
+            ),
             conversations: RateLimiter::new(
                 limits.conversations_per_hour,
                 Duration::from_secs(3600),
@@ -92,7 +116,6 @@ impl App {
             ),
             connections: Arc::new(ConnectionCounter::default()),
         };
-        let public_origin = config.public_origin(bound);
         let push = Arc::new(Push::new(&config, &store, &public_origin).await?);
         let app = App {
             assets: Assets::new(&config, public_origin.as_str()),

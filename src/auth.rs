@@ -7,25 +7,35 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::PasswordHash;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::config::AdminConfig;
 use crate::error::ApiError;
+use crate::password::{self, Busy, Gate};
 use crate::store::{hash_token, Session, Store, StoreError, TokenHash};
-use crate::throttle::RateLimiter;
+use crate::throttle::{Network, RateLimiter};
 use crate::timestamp;
 
 pub const SESSION_COOKIE: &str = "natter_session";
+/// The session cookie's name over HTTPS: with the `__Host-` prefix a browser takes it only from a secure origin,
+/// for the whole host and no other, so a sibling site (`blog.example.com` beside `chat.example.com`) cannot plant or
+/// overwrite it.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-natter_session";
 
 /// The meta key of the password hash generated at first start (when the config has none).
 const GENERATED_HASH_KEY: &str = "admin_password_hash";
 
-/// A real argon2id hash (argon2's default parameters, the same as `hash_password`) of a random password nobody
+/// The meta key of the password hash the stored sessions were made under: when the password changes, they end.
+const SESSIONS_HASH_KEY: &str = "sessions_password_hash";
+
+/// A real argon2id hash (argon2's default parameters, the same as `password::hash`) of a random password nobody
 /// kept: verified when the user name is wrong, so that costs the same time as a wrong password. A constant rather than
 /// one hashed at start, which cost ~50 ms and 19 MiB of memory that the allocator then kept.
 const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$E78ynXcf3cDEo/Llv4k41A$2cijmzO3XeqyR5tYt5BdUZvzJf8CIMuAdWUmrV1C3oI";
+
+/// How long a login turned away as busy is told to wait (`Retry-After`): a few computations' time.
+pub const LOGIN_BUSY_RETRY: Duration = Duration::from_secs(2);
 
 /// The longest password accepted; argon2 takes any length, but hashing megabytes per request is a cheap DoS.
 const MAX_PASSWORD_BYTES: usize = 1024;
@@ -56,27 +66,6 @@ pub fn base64url(bytes: &[u8]) -> String {
     text
 }
 
-/// Hashes a password with argon2id and a random salt (argon2's defaults: 19 MiB, 2 passes, the OWASP baseline).
-pub fn hash_password(password: &str) -> String {
-    let mut salt = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut salt)
-        .expect("the system random source works");
-    let salt = SaltString::encode_b64(&salt).expect("16 bytes make a salt");
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .expect("argon2 hashes any password")
-        .to_string()
-}
-
-fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
-}
-
 /// Where the admin password came from, for the start-up message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PasswordSource {
@@ -91,10 +80,14 @@ pub struct Auth {
     username: String,
     password_hash: String,
     session_lifetime: Duration,
-    /// Failed logins per IP address; an empty bucket answers 429 with `Retry-After`.
-    failures: RateLimiter<IpAddr>,
-    /// A real hash to verify against when the user name is wrong, so both mistakes take the same time.
-    decoy_hash: String,
+    /// Served over HTTPS: the cookie is `Secure` and named `SECURE_SESSION_COOKIE`.
+    secure: bool,
+    /// Failed logins per network (an IPv4 address, an IPv6 /64); an empty bucket answers 429 with `Retry-After`.
+    /// A login takes its token before the password is checked and gives it back when the password was right, so a
+    /// burst sent at once gets no more tries than the same logins one by one.
+    failures: RateLimiter<Network>,
+    /// The argon2 computations in flight, bounded in number (see `password`).
+    hashing: Gate,
 }
 
 impl Auth {
@@ -104,18 +97,28 @@ impl Auth {
         config: &AdminConfig,
         environment_password: Option<&str>,
         login_failures: u32,
+        secure: bool,
         store: &Store,
     ) -> anyhow::Result<(Auth, PasswordSource)> {
+        let sessions_hash = store
+            .meta(SESSIONS_HASH_KEY)
+            .map_err(store_error)?
+            .and_then(|hash| String::from_utf8(hash).ok());
         let (password_hash, source) = if !config.password_hash.is_empty() {
             (config.password_hash.clone(), PasswordSource::Config)
         } else if let Some(password) = environment_password.filter(|password| !password.is_empty())
         {
-            (hash_password(password), PasswordSource::Environment)
+            // The same password as last time keeps its hash (a new salt each start would end every session).
+            let hash = match sessions_hash {
+                Some(ref hash) if password::verify(hash, password) => hash.clone(),
+                _ => password::hash(password),
+            };
+            (hash, PasswordSource::Environment)
         } else if let Some(stored) = store.meta(GENERATED_HASH_KEY).map_err(store_error)? {
             (String::from_utf8(stored)?, PasswordSource::Stored)
         } else {
             let password = random_token(15);
-            let hash = hash_password(&password);
+            let hash = password::hash(&password);
             store
                 .put_meta(GENERATED_HASH_KEY, hash.clone().into_bytes())
                 .await
@@ -125,18 +128,53 @@ impl Auth {
         PasswordHash::new(&password_hash).map_err(|error| {
             anyhow::anyhow!("admin.password_hash is not a valid argon2id hash ({error}); run natter --init to make one")
         })?;
+        if sessions_hash.as_deref() != Some(password_hash.as_str()) {
+            // A new password: whoever logged in with the old one is logged out (a stolen cookie dies with it).
+            store
+                .delete_sessions_of(&config.username)
+                .await
+                .map_err(store_error)?;
+            store
+                .put_meta(SESSIONS_HASH_KEY, password_hash.clone().into_bytes())
+                .await
+                .map_err(store_error)?;
+        }
         let auth = Auth {
             username: config.username.clone(),
             password_hash,
             session_lifetime: Duration::from_secs(u64::from(config.session_days) * 86_400),
+            secure,
             failures: RateLimiter::new(login_failures, Duration::from_secs(15 * 60)),
-            decoy_hash: DECOY_HASH.to_string(),
+            hashing: Gate::default(),
         };
         Ok((auth, source))
     }
 
-    pub fn session_lifetime(&self) -> Duration {
-        self.session_lifetime
+    fn cookie_name(&self) -> &'static str {
+        if self.secure {
+            SECURE_SESSION_COOKIE
+        } else {
+            SESSION_COOKIE
+        }
+    }
+
+    /// The `Set-Cookie` value for a new session.
+    pub fn session_cookie(&self, token: &str) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!(
+            "{}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+            self.cookie_name(),
+            self.session_lifetime.as_secs()
+        )
+    }
+
+    /// The `Set-Cookie` value that removes the cookie.
+    pub fn clear_cookie(&self) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!(
+            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}",
+            self.cookie_name()
+        )
     }
 
     /// Checks a login; on success answers a new session token (to put in the cookie).
@@ -147,28 +185,37 @@ impl Auth {
         username: &str,
         password: &str,
     ) -> Result<String, LoginError> {
-        if let Err(wait) = self.failures.check(&ip) {
-            return Err(LoginError::Throttled(wait));
-        }
+        let network = Network::of(ip);
+        self.failures
+            .take(&network)
+            .map_err(LoginError::Throttled)?;
         if password.len() > MAX_PASSWORD_BYTES || username.len() > 256 {
-            self.failures.take(&ip).ok();
             return Err(LoginError::Wrong);
         }
         let right_user = constant_time_eq(username.as_bytes(), self.username.as_bytes());
+        // A wrong user name is checked against a decoy hash, so both mistakes take the same time.
         let hash = if right_user {
             self.password_hash.clone()
         } else {
-            self.decoy_hash.clone()
+            DECOY_HASH.to_string()
         };
         let password = password.to_string();
-        let verified = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+        let verified = match self
+            .hashing
+            .run(move || password::verify(&hash, &password))
             .await
-            .unwrap_or(false);
-        if !(verified && right_user) {
-            // Counting after the check: the attempt that empties the bucket is still answered 401.
-            self.failures.take(&ip).ok();
+        {
+            Ok(verified) => verified && right_user,
+            Err(Busy) => {
+                // Nothing was checked: the try is not counted.
+                self.failures.give_back(&network);
+                return Err(LoginError::Busy);
+            }
+        };
+        if !verified {
             return Err(LoginError::Wrong);
         }
+        self.failures.give_back(&network);
         let token = random_token(32);
         let now = timestamp::now_millis();
         let lifetime = i64::try_from(self.session_lifetime.as_millis()).unwrap_or(i64::MAX);
@@ -190,7 +237,7 @@ impl Auth {
         store: &Store,
         cookie_header: Option<&str>,
     ) -> Option<(TokenHash, Session)> {
-        let token = session_cookie(cookie_header?)?;
+        let token = session_cookie(cookie_header?, self.cookie_name())?;
         let hash = hash_token(token);
         let session = store.session(&hash).ok()??;
         (session.expires_at > timestamp::now_millis() && session.username == self.username)
@@ -202,6 +249,8 @@ impl Auth {
 pub enum LoginError {
     Wrong,
     Throttled(Duration),
+    /// As many logins as natter checks at once are already waiting.
+    Busy,
     Store(StoreError),
 }
 
@@ -213,6 +262,10 @@ impl From<LoginError> for ApiError {
                 "too many failed logins; try again in {} seconds",
                 wait.as_secs().max(1)
             )),
+            LoginError::Busy => ApiError::unavailable(format!(
+                "too many logins at once; try again in {} seconds",
+                LOGIN_BUSY_RETRY.as_secs()
+            )),
             LoginError::Store(error) => error.into(),
         }
     }
@@ -222,29 +275,14 @@ fn store_error(error: StoreError) -> anyhow::Error {
     anyhow::anyhow!("the store failed while setting up the admin password: {error:?}")
 }
 
-/// The value of `natter_session` in a `Cookie` header. Malformed pairs are skipped, never an error.
-pub fn session_cookie(header: &str) -> Option<&str> {
+/// The value of the cookie `name` in a `Cookie` header. Malformed pairs are skipped, never an error.
+fn session_cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header
         .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(pair_name, _)| *pair_name == name)
         .map(|(_, value)| value.trim_matches('"'))
         .filter(|value| !value.is_empty() && value.len() <= 128)
-}
-
-/// The `Set-Cookie` value for a new session.
-pub fn session_cookie_header(token: &str, lifetime: Duration, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!(
-        "{SESSION_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
-        lifetime.as_secs()
-    )
-}
-
-/// The `Set-Cookie` value that removes the cookie.
-pub fn clear_cookie_header(secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}")
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -261,20 +299,31 @@ mod tests {
 
     #[test]
     fn cookie_parsing_is_forgiving_and_exact() {
-        assert_eq!(session_cookie("a=1; natter_session=abc; b=2"), Some("abc"));
-        assert_eq!(session_cookie("natter_session_x=abc"), None);
-        assert_eq!(session_cookie("xnatter_session=abc"), None);
-        assert_eq!(session_cookie("natter_session="), None);
-        assert_eq!(session_cookie(";;;=;natter_session=\"q\""), Some("q"));
+        let name = SESSION_COOKIE;
         assert_eq!(
-            session_cookie(&format!("natter_session={}", "a".repeat(500))),
+            session_cookie("a=1; natter_session=abc; b=2", name),
+            Some("abc")
+        );
+        assert_eq!(session_cookie("natter_session_x=abc", name), None);
+        assert_eq!(session_cookie("xnatter_session=abc", name), None);
+        assert_eq!(session_cookie("natter_session=", name), None);
+        assert_eq!(session_cookie(";;;=;natter_session=\"q\"", name), Some("q"));
+        assert_eq!(
+            session_cookie(&format!("natter_session={}", "a".repeat(500)), name),
             None
+        );
+        // Over HTTPS only the prefixed cookie counts: a plain one may have been planted by a sibling site.
+        let secure = SECURE_SESSION_COOKIE;
+        assert_eq!(session_cookie("natter_session=abc", secure), None);
+        assert_eq!(
+            session_cookie("natter_session=abc; __Host-natter_session=def", secure),
+            Some("def")
         );
     }
 
     #[test]
     fn the_decoy_has_the_same_cost_as_a_real_hash() {
-        let real = PasswordHash::new(&hash_password("x"))
+        let real = PasswordHash::new(&password::hash("x"))
             .unwrap()
             .params
             .to_string();
@@ -282,16 +331,7 @@ mod tests {
             PasswordHash::new(DECOY_HASH).unwrap().params.to_string(),
             real
         );
-        assert!(!verify_password(DECOY_HASH, ""));
-    }
-
-    #[test]
-    fn passwords_hash_with_argon2id_and_verify() {
-        let hash = hash_password("correct horse");
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password(&hash, "correct horse"));
-        assert!(!verify_password(&hash, "wrong"));
-        assert!(!verify_password("garbage", "x"));
+        assert!(!password::verify(DECOY_HASH, ""));
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Data safety: `natter backup FILE`, `natter export --format json|csv`, and the control socket they go through.
 //!
 //! redb lets one process open the store, so a backup taken while natter runs must come from the running server. The
-//! server listens on a Unix socket in its data dir, `<data_dir>/natter.sock` (mode 0600), speaking HTTP/1.1 with one
+//! server listens on a Unix socket in its data dir, `<data_dir>/control/natter.sock` (in a 0700 directory made before
+//! the socket is bound, so there is no moment when others may connect), speaking HTTP/1.1 with one
 //! route, `GET /backup`: the server opens one read transaction, copies every table into a fresh redb file (a
 //! consistent snapshot: every write committed before it, none after, and the writer is never paused), and streams
 //! that file. Why a Unix socket and not a route on the public listener: who may read the backup is then decided by
 //! the file system, exactly as for `natter.redb` itself; no token to keep, no TLS client to trust, and no reverse
 //! proxy on the same host can make a stranger look like localhost. An operator can also fetch it by hand:
-//! `curl --unix-socket /var/lib/natter/natter.sock http://natter/backup -o natter-backup.redb`.
+//! `curl --unix-socket /var/lib/natter/control/natter.sock http://natter/backup -o natter-backup.redb`.
 //!
 //! When no server answers on the socket, the CLI opens the store itself and takes the same snapshot. Either way the
 //! copy is written next to FILE, opened and counted before it is renamed into place, so FILE is never half a backup;
@@ -42,8 +43,9 @@ use crate::config::Config;
 use crate::store::{Conversation, Message, Store};
 use crate::timestamp;
 
-/// The control socket's file name in the data dir.
-pub const CONTROL_SOCKET: &str = "natter.sock";
+/// The control socket's directory in the data dir, and its file name there.
+const CONTROL_DIRECTORY: &str = "control";
+const CONTROL_SOCKET: &str = "natter.sock";
 /// The store's file name in the data dir.
 const STORE_FILE: &str = "natter.redb";
 /// An earlier natter's write-ahead log in the data dir (taken into the store and removed at the first start of this one).
@@ -56,15 +58,19 @@ const CHUNKS_AHEAD: usize = 4;
 const EXPORT_PAGE: usize = 1000;
 
 pub fn control_socket_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(CONTROL_SOCKET)
+    data_dir.join(CONTROL_DIRECTORY).join(CONTROL_SOCKET)
 }
 
 // ---- the server side ----
 
-/// Binds the control socket. The caller holds the store, so no other natter uses this data dir and a socket file
-/// left there by a crash can be removed.
+/// Binds the control socket inside a directory only natter's user may enter. A socket file takes its mode from the
+/// umask when it is bound, so a `chmod` afterwards would leave a moment when anyone on the host could connect and
+/// download every conversation; the directory closes that moment. The caller holds the store, so no other natter
+/// uses this data dir and a socket file left there by a crash can be removed.
 pub fn bind_control(data_dir: &Path) -> anyhow::Result<UnixListener> {
     let path = control_socket_path(data_dir);
+    let directory = path.parent().expect("the socket is inside its directory");
+    private_directory(directory)?;
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -72,18 +78,31 @@ pub fn bind_control(data_dir: &Path) -> anyhow::Result<UnixListener> {
             return Err(error).with_context(|| format!("cannot remove the old {}", path.display()))
         }
     }
-    let listener = UnixListener::bind(&path).with_context(|| {
+    UnixListener::bind(&path).with_context(|| {
         format!(
             "cannot create the control socket {} (a path shorter than 108 bytes is needed)",
             path.display()
         )
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    })
+}
+
+/// Makes `directory` (0700), or makes an existing one 0700.
+fn private_directory(directory: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let cannot = || {
+        format!(
+            "cannot make the directory {} (mode 0700)",
+            directory.display()
+        )
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(directory) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o700))
+                .with_context(cannot)
+        }
+        Err(error) => Err(error).with_context(cannot),
     }
-    Ok(listener)
 }
 
 /// Serves the control socket until `shutdown` flips, then removes the socket file.

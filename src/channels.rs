@@ -5,7 +5,6 @@
 //! event is sent only after the store has committed what it describes.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -18,6 +17,7 @@ use crate::error::ApiError;
 use crate::hub::{Channel, Outbound, Outlet};
 use crate::protocol::{self, AdminAction, ChannelName, Command, VisitorAction};
 use crate::store::{conversation_ids, Appended, Conversation, Message, Page, TokenHash};
+use crate::throttle::Network;
 use crate::timestamp;
 
 /// Messages one `sync` answers at most; the client asks again while `more` is true.
@@ -36,7 +36,8 @@ pub struct Connection {
     app: Arc<App>,
     identity: Identity,
     outlet: Outlet,
-    ip: IpAddr,
+    /// Where the socket comes from, for the per-network throttles.
+    network: Network,
     /// The identifier string of this socket's subscription to each channel (at most one each).
     visitor_subscription: Option<String>,
     admin_subscription: Option<String>,
@@ -47,19 +48,22 @@ pub struct Connection {
     /// meanwhile, the next `speak` opens a new one without that throttle: once per socket, and still under the
     /// per-visitor message throttle.
     has_conversation: bool,
+    /// The last `typing` state passed on to the owner from this socket: a repeat is not passed on again.
+    typing: bool,
 }
 
 impl Connection {
-    pub fn new(app: Arc<App>, identity: Identity, outlet: Outlet, ip: IpAddr) -> Connection {
+    pub fn new(app: Arc<App>, identity: Identity, outlet: Outlet, network: Network) -> Connection {
         Connection {
             app,
             identity,
             outlet,
-            ip,
+            network,
             visitor_subscription: None,
             admin_subscription: None,
             page: None,
             has_conversation: false,
+            typing: false,
         }
     }
 
@@ -129,6 +133,16 @@ impl Connection {
     }
 
     async fn subscribe(&mut self, identifier: String, channel: ChannelName) {
+        let subscribed = match channel {
+            ChannelName::Visitor => self.visitor_subscription.is_some(),
+            ChannelName::Admin => self.admin_subscription.is_some(),
+        };
+        // Joining announces the visitor to every admin: subscribing and unsubscribing in a loop is throttled like any
+        // other action (a repeated subscribe is only confirmed again, and costs nothing).
+        if !subscribed && self.visitor_throttle(false).is_err() {
+            self.send(protocol::reject(&identifier)).await;
+            return;
+        }
         let (slot, allowed) = match channel {
             ChannelName::Visitor => (
                 &mut self.visitor_subscription,
@@ -240,6 +254,13 @@ impl Connection {
         let app = self.app.clone();
         let store = &app.store;
         let hub = &app.hub;
+        if let Err(wait) = self.visitor_throttle(matches!(action, VisitorAction::Speak { .. })) {
+            let client_id = match &action {
+                VisitorAction::Speak { client_id, .. } => Some(*client_id),
+                _ => None,
+            };
+            return Err((throttled("actions", wait), client_id));
+        }
         match action {
             VisitorAction::Sync { after } => {
                 let conversation = store.conversation_of_token(&token_hash).map_err(no_id)?;
@@ -272,10 +293,8 @@ impl Connection {
                         .map_err(|error| (error.into(), Some(client_id)))?
                         .is_some();
                 if !exists {
-                    if let Err(wait) = app.throttles.conversations.take(&self.ip) {
-                        app.counters.throttled.fetch_add(1, Ordering::Relaxed);
-                        return Err((throttled("new conversations", wait), Some(client_id)));
-                    }
+                    self.new_conversation_throttle()
+                        .map_err(|error| (error, Some(client_id)))?;
                 }
                 let appended = store
                     .speak(token_hash, content, client_id)
@@ -290,18 +309,31 @@ impl Connection {
                 }
                 self.deliver(identifier, &appended).await;
             }
-            VisitorAction::Typing { typing } => {
+            // Only a change is passed on: a client repeating `typing: true` on every key costs the owner nothing.
+            VisitorAction::Typing { typing } if typing != self.typing => {
                 if let Some(conversation) =
                     store.conversation_of_token(&token_hash).map_err(no_id)?
                 {
+                    self.typing = typing;
                     hub.to_admins(&event(json!({ "type": "typing", "conversation_id": conversation.id, "typing": typing })));
                 }
             }
+            VisitorAction::Typing { .. } => {}
             VisitorAction::Identify { name, email } => {
+                // Naming oneself opens a conversation when there is none yet: the same throttle as a first message.
+                let exists = self.has_conversation
+                    || store
+                        .conversation_of_token(&token_hash)
+                        .map_err(no_id)?
+                        .is_some();
+                if !exists {
+                    self.new_conversation_throttle().map_err(no_id)?;
+                }
                 let conversation = store
                     .identify(token_hash, name, email)
                     .await
                     .map_err(no_id)?;
+                self.has_conversation = true;
                 hub.to_admins(&conversation_event(&app, &conversation));
                 self.reply(
                     identifier,
@@ -324,6 +356,10 @@ impl Connection {
             }
             VisitorAction::Visit { page } => {
                 match store.conversation_of_token(&token_hash).map_err(no_id)? {
+                    // The page the owner already sees: nothing to write, nothing to tell.
+                    Some(conversation) if conversation.page.as_ref() == Some(&page) => {
+                        self.page = Some(page);
+                    }
                     Some(conversation) => {
                         let _ = store.set_page(conversation.id, page.clone()).await;
                         self.page = Some(page.clone());
@@ -336,6 +372,41 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Takes a visitor's action from the per-network throttle and, for anything but a message (which has its own
+    /// throttle), from the per-token one; when either is empty, answers how long to wait.
+    fn visitor_throttle(&self, is_message: bool) -> Result<(), std::time::Duration> {
+        let Identity::Visitor(token_hash) = self.identity else {
+            return Ok(());
+        };
+        let throttles = &self.app.throttles;
+        let result = throttles
+            .network_actions
+            .take(&self.network)
+            .and_then(|()| {
+                if is_message {
+                    Ok(())
+                } else {
+                    throttles.actions.take(&token_hash)
+                }
+            });
+        if result.is_err() {
+            self.app.counters.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Takes a new conversation from this network's hourly allowance.
+    fn new_conversation_throttle(&self) -> Result<(), ApiError> {
+        self.app
+            .throttles
+            .conversations
+            .take(&self.network)
+            .map_err(|wait| {
+                self.app.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                throttled("new conversations", wait)
+            })
     }
 
     // ---- AdminChannel ----

@@ -203,6 +203,13 @@ impl Hub {
         }
     }
 
+    /// Closes every admin socket (the owner logged out everywhere).
+    pub fn kick_admins(&self) {
+        for (outlet, _) in self.state().admins.values() {
+            outlet.kick.notify_one();
+        }
+    }
+
     /// Closes every socket of a visitor (their conversation was deleted; they start afresh).
     pub fn kick_visitor(&self, token_hash: &TokenHash) {
         if let Some(sockets) = self.state().visitors.get(token_hash) {

@@ -110,7 +110,7 @@ fn from_flags(options: &InitOptions) -> anyhow::Result<Config> {
     if tls == TlsMode::Acme {
         config.tls.acme_email = options.acme_email.clone().unwrap_or_default();
     }
-    config.admin.password_hash = crate::auth::hash_password(&password);
+    config.admin.password_hash = crate::password::hash(&password);
     config.widget.allowed_origins = parse_origins(&options.allowed_origins.join(","))?;
     Ok(config)
 }
@@ -286,7 +286,7 @@ fn ask<R: BufRead, W: Write>(
         }
         None => ask_password(terminal)?,
     };
-    config.admin.password_hash = crate::auth::hash_password(&password);
+    config.admin.password_hash = crate::password::hash(&password);
     let origins_default = if options.allowed_origins.is_empty() {
         default_blog_origin(&public_origin).unwrap_or_else(|| "none".to_string())
     } else {

@@ -56,6 +56,7 @@ pub mod hub;
 pub mod init;
 pub mod invocation;
 pub mod metrics;
+pub mod password;
 pub mod protocol;
 pub mod push;
 pub mod refused_origins;

@@ -154,8 +154,11 @@ fn run() -> anyhow::Result<()> {
         data_dir: cli.data_dir.clone(),
     };
     let config = Config::load(cli.config.as_deref(), &environment, &overrides)?;
+    // The blocking pool does file work and password checks (one at a time); tokio's default of 512 threads would be
+    // far over the unit's TasksMax.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(64)
         .build()?;
     match cli.command {
         None => {

@@ -2,9 +2,10 @@
 //!
 //! Every route is in `route`; each handler parses its input at the boundary and answers JSON, or an error from the
 //! catalog in `error`. Admin routes need the session cookie; admin writes also need a same-origin request, so a
-//! page elsewhere cannot act with the owner's cookie.
+//! page elsewhere cannot act with the owner's cookie. No route answers CORS: nothing here is for another site to read
+//! (the widget's own files are public, with `Access-Control-Allow-Origin: *` and no credentials, from `assets`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -25,6 +26,13 @@ use crate::http::{
 
 const MAX_PAGE: usize = 200;
 
+/// Browsers that saw natter over HTTPS keep to HTTPS for a year (not its subdomains: those may be other sites).
+const HSTS: &str = "max-age=31536000";
+
+/// The client of a forwarded request whose address cannot be told (a proxy wrote something that is not an address,
+/// or one of loopback): such clients share one throttle bucket, and none of them is taken for a local one.
+const UNKNOWN_CLIENT: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+
 /// Answers one HTTP request.
 pub async fn handle(
     app: Arc<App>,
@@ -32,19 +40,15 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Response<Body> {
     let ip = client_ip(&app, &request, peer);
-    let cors_origin = cors_origin(&app, request.headers());
     let mut response = match route(&app, &mut request, ip).await {
         Ok(response) => response,
         Err(error) => error_response(&error),
     };
-    if let Some(origin) = cors_origin {
-        let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
+    if app.public_origin.is_https() {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
         );
-        headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
     response
 }
@@ -60,7 +64,8 @@ async fn route(
     match (&method, segments.as_slice()) {
         (&Method::GET, ["cable"]) => cable::upgrade(app, request, ip),
         (&Method::POST, ["auth", "login"]) => login(app, request, ip).await,
-        (&Method::POST, ["auth", "logout"]) => logout(app, request),
+        (&Method::POST, ["auth", "logout"]) => logout(app, request).await,
+        (&Method::POST, ["auth", "logout_everywhere"]) => logout_everywhere(app, request).await,
         (&Method::GET, ["auth", "session"]) => {
             // `?optional=1` answers "not signed in" with 200: the dashboard asks on every visit, and a 401 there is
             // logged by the browser as an error before the owner has done anything.
@@ -115,7 +120,6 @@ async fn route(
         }
         (&Method::GET, ["healthz"]) => Ok(json_response(StatusCode::OK, &json!({ "ok": true }))),
         (&Method::GET, ["metrics"]) => crate::metrics::render(app, request.headers(), ip),
-        (&Method::OPTIONS, _) => Ok(preflight()),
         (&Method::GET | &Method::HEAD, _) => {
             if path == "/admin" {
                 return Ok(redirect("/admin/"));
@@ -152,8 +156,12 @@ async fn login(
         .await
     {
         Ok(token) => token,
-        Err(LoginError::Throttled(wait)) => {
-            let mut response = error_response(&LoginError::Throttled(wait).into());
+        Err(error @ (LoginError::Throttled(_) | LoginError::Busy)) => {
+            let wait = match error {
+                LoginError::Throttled(wait) => wait,
+                _ => auth::LOGIN_BUSY_RETRY,
+            };
+            let mut response = error_response(&error.into());
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(wait.as_secs().max(1)),
@@ -166,39 +174,47 @@ async fn login(
         }
     };
     let mut response = json_response(StatusCode::OK, &json!({ "ok": true }));
-    let cookie = auth::session_cookie_header(
-        &token,
-        app.auth.session_lifetime(),
-        app.public_origin.is_https(),
-    );
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("the cookie is ASCII"),
-    );
+    set_cookie(&mut response, &app.auth.session_cookie(&token));
     Ok(response)
 }
 
-fn logout(app: &Arc<App>, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// `POST /auth/logout`: the session is gone from the store, and its sockets closed, before the answer, so the
+/// cookie is dead even if the browser keeps it.
+async fn logout(app: &Arc<App>, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     same_origin(&app.public_origin, request.headers())?;
     if let Some((hash, _)) = app
         .auth
         .session(&app.store, cookie_header(request.headers()))
     {
-        let store = app.store.clone();
-        // The session is gone from the store before the answer, so the cookie is dead even if the browser keeps it.
-        let app = app.clone();
-        tokio::spawn(async move {
-            let _ = store.delete_session(hash).await;
-            app.hub.kick_session(&hash);
-        });
+        app.store.delete_session(hash).await?;
+        app.hub.kick_session(&hash);
     }
+    Ok(logged_out(app))
+}
+
+/// `POST /auth/logout_everywhere`: ends every session of the owner (a lost phone, a shared computer) and closes
+/// every dashboard socket.
+async fn logout_everywhere(
+    app: &Arc<App>,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let (_, session) = admin_write(&app.public_origin, &app.auth, &app.store, request.headers())?;
+    app.store.delete_sessions_of(&session.username).await?;
+    app.hub.kick_admins();
+    Ok(logged_out(app))
+}
+
+fn logged_out(app: &App) -> Response<Body> {
     let mut response = json_response(StatusCode::OK, &json!({ "ok": true }));
-    let cookie = auth::clear_cookie_header(app.public_origin.is_https());
+    set_cookie(&mut response, &app.auth.clear_cookie());
+    response
+}
+
+fn set_cookie(response: &mut Response<Body>, cookie: &str) {
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("the cookie is ASCII"),
+        HeaderValue::from_str(cookie).expect("the cookie is ASCII"),
     );
-    Ok(response)
 }
 
 fn messages(app: &Arc<App>, id: Uuid, query: &str) -> Result<Response<Body>, ApiError> {
@@ -259,16 +275,6 @@ async fn delete_conversation(app: &Arc<App>, id: Uuid) -> Result<Response<Body>,
         .expect("valid response"))
 }
 
-fn cors_origin(app: &App, headers: &HeaderMap) -> Option<HeaderValue> {
-    let value = headers.get(header::ORIGIN)?;
-    let origin = Origin::parse(value.to_str().ok()?).ok()?;
-    app.config
-        .widget
-        .allowed_origins
-        .contains(&origin)
-        .then(|| value.clone())
-}
-
 /// Whether the page asking may open the chat: the widget asks when its socket is refused, so it can say the chat is
 /// not set up for this site instead of retrying forever (a refused WebSocket tells the page nothing). Readable from
 /// any origin and carrying no credentials: whether an origin is allowed is no secret, any client can try the socket.
@@ -291,16 +297,6 @@ fn widget_allowed(app: &App, headers: &HeaderMap) -> Response<Body> {
     response
 }
 
-fn preflight() -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, DELETE")
-        .header(header::ACCESS_CONTROL_ALLOW_HEADERS, "Content-Type")
-        .header(header::ACCESS_CONTROL_MAX_AGE, "600")
-        .body(Body::default())
-        .expect("valid response")
-}
-
 fn redirect(location: &str) -> Response<Body> {
     Response::builder()
         .status(StatusCode::MOVED_PERMANENTLY)
@@ -309,26 +305,46 @@ fn redirect(location: &str) -> Response<Body> {
         .expect("valid response")
 }
 
-/// The client's address: the peer's, or for a trusted proxy the last address it did not add itself.
+/// The client's address: the peer's, or for a request a trusted proxy forwarded, the first address in
+/// `X-Forwarded-For` from the right that no trusted proxy has. Walking from the right, an entry that is not a plain
+/// address (a port, brackets, `unknown`) ends the walk: what stands to its left was written by whoever sent the
+/// request, and is not believed. A forwarded client is never loopback (`/metrics` trusts loopback).
 fn client_ip(app: &App, request: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
     let peer_ip = peer.ip().to_canonical();
     let trusted = &app.config.server.trusted_proxies;
     if !trusted.contains(&peer_ip) {
         return peer_ip;
     }
-    let forwarded: Vec<IpAddr> = request
+    let entries: Vec<&str> = request
         .headers()
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|address| address.trim().parse::<IpAddr>().ok())
+        .flat_map(|value| value.to_str().unwrap_or_default().split(','))
+        .map(str::trim)
         .collect();
-    forwarded
-        .into_iter()
-        .rev()
-        .find(|address| !trusted.contains(address))
-        .unwrap_or(peer_ip)
+    if entries.is_empty() {
+        return peer_ip;
+    }
+    forwarded_client(&entries, trusted)
+}
+
+fn forwarded_client(entries: &[&str], trusted: &[IpAddr]) -> IpAddr {
+    for entry in entries.iter().rev() {
+        let Ok(address) = entry
+            .parse::<IpAddr>()
+            .map(|address| address.to_canonical())
+        else {
+            break;
+        };
+        if trusted.contains(&address) {
+            continue;
+        }
+        if address.is_loopback() {
+            break;
+        }
+        return address;
+    }
+    UNKNOWN_CLIENT
 }
 
 fn parse_id(text: &str) -> Result<Uuid, ApiError> {

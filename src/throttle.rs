@@ -5,12 +5,29 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Above this many keys a limiter forgets the ones whose bucket has refilled (they are indistinguishable from new).
 const PRUNE_ABOVE: usize = 50_000;
+
+/// The key of every per-address limit: an IPv4 address, or the /64 network of an IPv6 address. One IPv6 host is
+/// usually given a whole /64 and can use any address in it, so limits counted per IPv6 address would not hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Network(IpAddr);
+
+impl Network {
+    pub fn of(ip: IpAddr) -> Network {
+        match ip.to_canonical() {
+            IpAddr::V6(ip) => {
+                let prefix = u128::from(ip) & !(u128::from(u64::MAX));
+                Network(IpAddr::V6(Ipv6Addr::from(prefix)))
+            }
+            ip => Network(ip),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -72,53 +89,45 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         }
     }
 
-    /// Whether a token is available, without taking it; when not, how long until one is.
-    pub fn check(&self, key: &K) -> Result<(), Duration> {
-        let now = Instant::now();
+    /// Gives back a token taken for an attempt that turned out not to count (a right password, say).
+    pub fn give_back(&self, key: &K) {
         let mut buckets = self
             .buckets
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let Some(bucket) = buckets.get_mut(key) else {
-            return Ok(());
-        };
-        self.refill(bucket, now);
-        if bucket.tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / self.per_second,
-            ))
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(self.capacity);
         }
     }
 }
 
-/// Open sockets per IP address, with a guard that gives the slot back when the socket closes.
+/// Open sockets per network (`Network`), with a guard that gives the slot back when the socket closes.
 #[derive(Default)]
 pub struct ConnectionCounter {
-    open: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<HashMap<Network, usize>>,
 }
 
 pub struct ConnectionSlot {
     counter: Arc<ConnectionCounter>,
-    ip: IpAddr,
+    network: Network,
 }
 
 impl ConnectionCounter {
-    /// Takes a slot for `ip` unless it already holds `limit`.
+    /// Takes a slot for `ip`'s network unless it already holds `limit`.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<ConnectionSlot> {
+        let network = Network::of(ip);
         let mut open = self
             .open
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let count = open.entry(ip).or_insert(0);
+        let count = open.entry(network).or_insert(0);
         if *count >= limit {
             return None;
         }
         *count += 1;
         Some(ConnectionSlot {
             counter: self.clone(),
-            ip,
+            network,
         })
     }
 }
@@ -130,10 +139,10 @@ impl Drop for ConnectionSlot {
             .open
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if let Some(count) = open.get_mut(&self.ip) {
+        if let Some(count) = open.get_mut(&self.network) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.ip);
+                open.remove(&self.network);
             }
         }
     }
@@ -154,7 +163,9 @@ mod tests {
             wait > Duration::from_secs(10) && wait <= Duration::from_secs(20),
             "{wait:?}"
         );
-        assert!(limiter.check(&"a").is_err());
+        limiter.give_back(&"a");
+        limiter.take(&"a").unwrap();
+        assert!(limiter.take(&"a").is_err());
         limiter.take(&"b").unwrap();
     }
 
@@ -167,5 +178,25 @@ mod tests {
         assert!(counter.acquire(ip, 2).is_none());
         drop(first);
         assert!(counter.acquire(ip, 2).is_some());
+    }
+
+    /// Regression (issue 15, item 9): one IPv6 host has a whole /64 to pick addresses from.
+    #[test]
+    fn ipv6_addresses_count_per_64_and_ipv4_per_address() {
+        let counter = Arc::new(ConnectionCounter::default());
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff:eeee:dddd:cccc".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _slot = counter.acquire(one, 1).unwrap();
+        assert!(counter.acquire(same_64, 1).is_none());
+        assert!(counter.acquire(other_64, 1).is_some());
+        assert_eq!(
+            Network::of("::ffff:10.0.0.1".parse().unwrap()),
+            Network::of("10.0.0.1".parse().unwrap())
+        );
+        assert_ne!(
+            Network::of("10.0.0.1".parse().unwrap()),
+            Network::of("10.0.0.2".parse().unwrap())
+        );
     }
 }

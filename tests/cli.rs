@@ -723,3 +723,31 @@ fn the_readme_and_docs_name_only_files_that_exist_and_commands_a_fresh_clone_can
         "after `cargo run` there is no natter on the PATH, yet the README says: {commands:?}"
     );
 }
+
+/// Regression (issue 15, item 11): the unit had no ceiling on memory or threads, which would have contained a login
+/// burst's 1.2 GB to natter.
+#[test]
+fn the_systemd_unit_caps_memory_and_tasks() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/natter.service"
+    ))
+    .unwrap();
+    let setting = |name: &str| {
+        unit.lines()
+            .filter_map(|line| line.trim().strip_prefix(name)?.strip_prefix('='))
+            .next_back()
+            .map(str::to_string)
+    };
+    let memory = setting("MemoryMax").expect("MemoryMax= is set");
+    let megabytes: u64 = memory
+        .strip_suffix('M')
+        .and_then(|number| number.parse().ok())
+        .expect("MemoryMax in megabytes");
+    assert!((128..=1024).contains(&megabytes), "MemoryMax={memory}");
+    let tasks: u64 = setting("TasksMax")
+        .expect("TasksMax= is set")
+        .parse()
+        .expect("TasksMax is a number");
+    assert!((16..=512).contains(&tasks), "TasksMax={tasks}");
+}

@@ -8,7 +8,11 @@
 //!
 //! Reading the frames ourselves also lets natter enforce what fastwebsockets leaves out: a client frame must be
 //! masked, the reserved bits must be zero, and a message's size is checked from the header before its payload is
-//! read. Writing is `frame_writer`'s.
+//! read. A large payload's buffer grows as its bytes arrive (a header alone reserves nothing), and once a frame has
+//! begun the rest of it must arrive within a deadline: otherwise a client could hold 64 KiB per socket by announcing
+//! large frames and trickling them. Writing is `frame_writer`'s.
+
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -17,6 +21,10 @@ const INLINE: usize = 512;
 
 /// The longest frame header (2 bytes, an 8-byte length and the 4-byte mask) must fit inline.
 const _: () = assert!(14 <= INLINE);
+
+/// A large payload's buffer grows by at least this much at a time (about what one read from the socket brings), and
+/// never ahead of what has arrived by more than that or what the vector's doubling adds.
+const GROWTH: usize = 4096;
 
 /// One frame from the client, its payload unmasked.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,6 +51,8 @@ pub enum FrameError {
     TooLarge,
     /// The frame breaks RFC 6455 (close code 1002); the text says how.
     Protocol(&'static str),
+    /// A frame began but did not end within the deadline (close code 1008).
+    TooSlow,
     /// The peer closed the connection or the read failed: nobody is left to tell.
     Closed,
 }
@@ -56,26 +66,41 @@ pub struct FrameReader {
     large: Vec<u8>,
     /// The largest payload a frame may have.
     limit: usize,
+    /// How long a frame may take from its first byte to its last.
+    deadline: Duration,
 }
 
 impl FrameReader {
-    pub fn new(limit: usize) -> FrameReader {
+    pub fn new(limit: usize, deadline: Duration) -> FrameReader {
         FrameReader {
             inline: [0; INLINE],
             start: 0,
             end: 0,
             large: Vec::new(),
             limit,
+            deadline,
         }
     }
 
-    /// Reads the next frame. Cancelling it (a timeout) leaves the reader unusable, which is fine: the socket is then
+    /// Reads the next frame: waits as long as it takes for its first byte (an idle socket is fine), then at most the
+    /// deadline for the rest. Cancelling it (a timeout) leaves the reader unusable, which is fine: the socket is then
     /// closed.
     pub async fn next<R: AsyncRead + Unpin>(
         &mut self,
         stream: &mut R,
     ) -> Result<Frame<'_>, FrameError> {
         self.large = Vec::new();
+        self.fill(stream, 1).await?;
+        let deadline = self.deadline;
+        tokio::time::timeout(deadline, self.rest_of_frame(stream))
+            .await
+            .unwrap_or(Err(FrameError::TooSlow))
+    }
+
+    async fn rest_of_frame<R: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut R,
+    ) -> Result<Frame<'_>, FrameError> {
         self.fill(stream, 2).await?;
         let first = self.inline[self.start];
         let second = self.inline[self.start + 1];
@@ -119,12 +144,12 @@ impl FrameReader {
             self.start += length;
             &mut self.inline[range]
         } else {
-            self.large.reserve_exact(length);
             self.large
                 .extend_from_slice(&self.inline[self.start..self.end]);
             self.start = self.end;
             while self.large.len() < length {
                 let want = length - self.large.len();
+                self.large.reserve(want.min(GROWTH));
                 let read = (&mut *stream)
                     .take(want as u64)
                     .read_buf(&mut self.large)
@@ -195,6 +220,7 @@ mod tests {
     use super::*;
 
     const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    const DEADLINE: Duration = Duration::from_secs(60);
 
     /// A client frame as a browser sends it: masked, with the shortest length encoding.
     fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
@@ -222,11 +248,12 @@ mod tests {
 
     fn read_all(bytes: &[u8], limit: usize) -> Vec<Result<String, FrameError>> {
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         runtime.block_on(async {
             let mut stream = bytes;
-            let mut reader = FrameReader::new(limit);
+            let mut reader = FrameReader::new(limit, DEADLINE);
             let mut seen = Vec::new();
             loop {
                 let next = reader.next(&mut stream).await;
@@ -283,7 +310,7 @@ mod tests {
                     tokio::task::yield_now().await;
                 }
             });
-            let mut reader = FrameReader::new(1000);
+            let mut reader = FrameReader::new(1000, DEADLINE);
             let frame = reader.next(&mut server).await.unwrap();
             assert_eq!(
                 frame,
@@ -375,6 +402,61 @@ mod tests {
             vec![Err(FrameError::Closed)]
         );
         assert_eq!(read_all(&bytes[..3], 4000), vec![Err(FrameError::Closed)]);
+    }
+
+    /// Regression (issue 15, item 9): a header announcing 64 KiB reserved 64 KiB before any of it arrived.
+    #[test]
+    fn a_large_frame_s_buffer_grows_with_what_arrives() {
+        let whole = frame(0x81, &[b'x'; 60_000]);
+        let sent = &whole[..8 + 100];
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (mut client, mut server) = tokio::io::duplex(1 << 20);
+            tokio::io::AsyncWriteExt::write_all(&mut client, sent)
+                .await
+                .unwrap();
+            let mut reader = FrameReader::new(65_536, DEADLINE);
+            {
+                // One poll reads all that has arrived, then waits for the rest.
+                let next = std::pin::pin!(reader.next(&mut server));
+                let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+                assert!(std::future::Future::poll(next, &mut context).is_pending());
+            }
+            assert!(
+                reader.large.capacity() < 16 * 1024,
+                "{} bytes held for 100 received",
+                reader.large.capacity()
+            );
+        });
+    }
+
+    /// Regression (issue 15, item 9): after subscribing, a frame could take forever.
+    #[test]
+    fn a_frame_that_stops_halfway_runs_out_of_time_but_an_idle_socket_does_not() {
+        let whole = frame(0x81, &[b'x'; 1000]);
+        let deadline = Duration::from_millis(50);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (mut client, mut server) = tokio::io::duplex(1 << 16);
+            let mut reader = FrameReader::new(65_536, deadline);
+            // Nothing at all for four deadlines: still waiting, no error.
+            let idle = tokio::time::timeout(deadline * 4, reader.next(&mut server)).await;
+            assert!(
+                idle.is_err(),
+                "an idle socket is not timed out by the reader"
+            );
+            let mut reader = FrameReader::new(65_536, deadline);
+            tokio::io::AsyncWriteExt::write_all(&mut client, &whole[..50])
+                .await
+                .unwrap();
+            assert_eq!(reader.next(&mut server).await, Err(FrameError::TooSlow));
+        });
     }
 
     #[test]

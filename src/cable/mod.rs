@@ -31,7 +31,7 @@ use crate::http::Body;
 use crate::hub::{Channel, Outbound, Outlet};
 use crate::protocol;
 use crate::store::hash_token;
-use crate::throttle::ConnectionSlot;
+use crate::throttle::{ConnectionSlot, Network};
 
 pub mod frame_reader;
 pub mod frame_writer;
@@ -179,7 +179,7 @@ pub fn upgrade(
             .flatten()
             .is_some();
         if !known {
-            if let Err(wait) = app.throttles.unknown_tokens.take(&ip) {
+            if let Err(wait) = app.throttles.unknown_tokens.take(&Network::of(ip)) {
                 app.counters.throttled.fetch_add(1, Ordering::Relaxed);
                 return Err(ApiError::throttled(format!(
                     "too many new visitors from your address; try again in {} seconds",
@@ -285,8 +285,10 @@ async fn serve(
         kick.clone(),
         app.shutdown.clone(),
     ));
-    let mut connection = Connection::new(app.clone(), identity, outlet, ip);
-    let mut reader = FrameReader::new(MAX_MESSAGE_BYTES);
+    let mut connection = Connection::new(app.clone(), identity, outlet, Network::of(ip));
+    // A frame, once begun, must be whole within the time a socket has to subscribe.
+    let frame_deadline = Duration::from_secs(app.config.limits.idle_socket_seconds);
+    let mut reader = FrameReader::new(MAX_MESSAGE_BYTES, frame_deadline);
     let ended_by_reader = tokio::select! {
         end = read_loop(&mut reader, &mut read_stream, &mut connection, &queue) => Some(end),
         _ = &mut writer => None,
@@ -368,6 +370,7 @@ async fn read_loop(
             Ok(frame) => frame,
             Err(FrameError::TooLarge) => return Some((1009, "message_too_big")),
             Err(FrameError::Protocol(_)) => return Some((1002, "protocol_error")),
+            Err(FrameError::TooSlow) => return Some((1008, "frame_timeout")),
             Err(FrameError::Closed) => return None,
         };
         match frame {

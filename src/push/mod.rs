@@ -306,7 +306,10 @@ pub async fn subscribe(
         .checked_addresses(host, uri.scheme_str() == Some("https"))
         .await
         .map_err(|reason| {
-            ApiError::invalid(format!("natter will not send to this endpoint: {reason}"))
+            // The reason (how the name resolves, which address was refused) is for the operator: told to a visitor
+            // it would map the owner's network.
+            tracing::info!(%reason, "a push subscription was refused");
+            ApiError::invalid("natter will not send to this endpoint: a push endpoint must be an https URL of a public push service")
         })?;
 
     let stored = stored_subscriptions(&push.store)?;

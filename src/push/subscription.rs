@@ -202,6 +202,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
+        || (segments[0] == 0x64 && segments[1] == 0xff9b && segments[2] == 1) // local-use NAT64 (RFC 8215)
+        || (segments[0] == 0x2001 && segments[1] == 0) // Teredo: a tunnel to any IPv4 address
+        || (segments[0] == 0x100 && segments[1..4] == [0, 0, 0]) // discard-only (RFC 6666)
         || (segments[0] & 0xfe00) == 0xfc00 // unique local
         || (segments[0] & 0xffc0) == 0xfe80 // link-local
         || (segments[0] & 0xffc0) == 0xfec0 // site-local (deprecated, still routed privately)
@@ -342,6 +345,12 @@ mod tests {
             "2001:db8::1",
             "fec0::1",
             "::127.0.0.1",
+            // Regression (issue 15, item 8): these three were allowed.
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::808:808",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "100::1",
         ] {
             assert!(
                 !STRICT.allows(refused.parse().unwrap(), true),
@@ -354,6 +363,8 @@ mod tests {
             "2a00:1450:4001:80b::200a",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "2001:4860:4860::8888",
+            "100:0:0:1::1",
         ] {
             assert!(
                 STRICT.allows(allowed.parse().unwrap(), true),

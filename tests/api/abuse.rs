@@ -192,3 +192,35 @@ async fn a_ping_gets_its_pong_and_a_close_gets_its_code_back() {
         .unwrap();
     assert_eq!(visitor.closed().await.0, Some(4000));
 }
+
+/// Regression (issue 15, item 9): after subscribing, a frame that began and never ended held its socket (and the
+/// 64 KiB its header announced) forever.
+#[tokio::test]
+async fn a_frame_that_stops_halfway_is_closed_after_the_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|config| config.limits.idle_socket_seconds = 1).await;
+    let visitor = subscribed_visitor(&app, &uuid()).await;
+    let mut stream = visitor.socket.into_inner();
+    // A masked text frame announcing 60,000 bytes, of which 10 arrive.
+    let mut partial = vec![0x81, 0x80 | 126];
+    partial.extend_from_slice(&60_000u16.to_be_bytes());
+    partial.extend_from_slice(&[1, 2, 3, 4]);
+    partial.extend_from_slice(&[b'x'; 10]);
+    stream.write_all(&partial).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut visitor = Client {
+        socket: fastwebsockets::WebSocket::after_handshake(stream, fastwebsockets::Role::Client),
+    };
+    let closed = tokio::time::timeout(PATIENCE, visitor.closed())
+        .await
+        .expect("closed by the server in time");
+    assert_eq!(closed.0, Some(1008));
+    assert!(
+        closed
+            .1
+            .iter()
+            .any(|frame| frame["reason"] == "frame_timeout"),
+        "{:?}",
+        closed.1
+    );
+}

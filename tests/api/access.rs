@@ -271,29 +271,262 @@ async fn admin_routes_need_the_cookie_and_writes_need_the_origin() {
     assert_eq!(huge.status, 413);
 }
 
+/// Regression (issue 15, item 2): every route answered the blog with CORS and credentials, so a script on the blog
+/// could read every conversation with the owner's cookie. Now only the widget's files are readable from elsewhere
+/// (they are public: `*`, which browsers never combine with credentials), and nothing else is.
 #[tokio::test]
-async fn the_blog_gets_cors_with_credentials_and_others_get_none() {
+async fn the_blog_can_read_the_widget_s_files_and_nothing_else_and_never_with_credentials() {
     let app = spawn_app().await;
-    let allowed = app.http("GET", "/healthz", &[("origin", BLOG)], None).await;
-    assert_eq!(
-        allowed.header("access-control-allow-origin").as_deref(),
-        Some(BLOG)
+    let cookie = app.login().await;
+    let from_blog = [("origin", BLOG), ("cookie", cookie.as_str())];
+    for path in ["/widget/panel.css", "/widget/panel.js", "/widget.js"] {
+        let response = app.http("GET", path, &from_blog, None).await;
+        assert_eq!(response.status, 200, "{path}");
+        assert_eq!(
+            response.header("access-control-allow-origin").as_deref(),
+            Some("*"),
+            "{path}"
+        );
+        assert_eq!(
+            response.header("access-control-allow-credentials"),
+            None,
+            "{path}"
+        );
+    }
+    for path in [
+        "/conversations",
+        "/auth/session",
+        "/healthz",
+        "/push/key",
+        "/admin/",
+        "/admin/api.js",
+    ] {
+        let response = app.http("GET", path, &from_blog, None).await;
+        assert_eq!(
+            response.header("access-control-allow-origin"),
+            None,
+            "{path} is not readable from the blog"
+        );
+        assert_eq!(response.header("access-control-allow-credentials"), None);
+    }
+}
+
+/// Regression (issue 15, item 1): forty wrong logins sent at once from one address got 37 answers of 401, because
+/// the throttle was checked before the hash and charged after it. Now a try is reserved before the hash.
+#[tokio::test]
+async fn a_burst_of_logins_from_one_address_gets_no_more_tries_than_the_limit() {
+    let app = spawn_app_with(|config| config.limits.login_failures = 5).await;
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let (address, origin) = (app.address, app.origin());
+        attempts.spawn(async move {
+            let body = json!({"username": "admin", "password": "wrong"}).to_string();
+            let headers = [
+                ("origin", origin.as_str()),
+                ("content-type", "application/json"),
+            ];
+            http(
+                address,
+                "POST",
+                "/auth/login",
+                &headers,
+                Some(body.into_bytes()),
+            )
+            .await
+        });
+    }
+    let answers = attempts.join_all().await;
+    let count = |status: u16| {
+        answers
+            .iter()
+            .filter(|answer| answer.status == status)
+            .count()
+    };
+    assert!(
+        count(401) <= 5,
+        "{} wrong passwords were checked",
+        count(401)
     );
+    assert!(count(429) >= 1);
+    assert_eq!(count(401) + count(429) + count(503), 40);
+    for answer in answers.iter().filter(|answer| answer.status != 401) {
+        assert!(answer.header("retry-after").is_some(), "{}", answer.text());
+    }
+}
+
+/// Regression (issue 15, item 11): logout answered before its session was deleted.
+#[tokio::test]
+async fn a_cookie_is_dead_as_soon_as_logout_answers() {
+    let app = spawn_app().await;
+    let origin = app.origin();
+    for _ in 0..5 {
+        let cookie = app.login().await;
+        let logout = app
+            .http(
+                "POST",
+                "/auth/logout",
+                &[("cookie", &cookie), ("origin", &origin)],
+                None,
+            )
+            .await;
+        assert_eq!(logout.status, 200);
+        let session = app
+            .http("GET", "/auth/session", &[("cookie", &cookie)], None)
+            .await;
+        assert_eq!(session.status, 401);
+    }
+}
+
+/// Regression (issue 15, item 5): a new password left every old session valid for up to 30 days.
+#[tokio::test]
+async fn a_new_password_ends_every_session_and_the_same_one_keeps_them() {
+    let mut app = spawn_app().await;
+    let cookie = app.login().await;
+    let session = |app: &TestApp, cookie: String| {
+        let address = app.address;
+        async move {
+            http(
+                address,
+                "GET",
+                "/auth/session",
+                &[("cookie", &cookie)],
+                None,
+            )
+            .await
+            .status
+        }
+    };
+    app.restart().await;
     assert_eq!(
-        allowed
-            .header("access-control-allow-credentials")
-            .as_deref(),
-        Some("true")
+        session(&app, cookie.clone()).await,
+        200,
+        "a restart with the same password keeps the owner logged in"
     );
-    let other = app
+    app.restart_with_password("a brand new password").await;
+    assert_eq!(session(&app, cookie).await, 401);
+    let cookie = app.login_with("a brand new password").await;
+    assert_eq!(session(&app, cookie).await, 200);
+}
+
+/// Issue 15, item 5: "log out everywhere" ends every session of the owner and closes their sockets.
+#[tokio::test]
+async fn logging_out_everywhere_ends_every_session_and_closes_every_dashboard() {
+    let app = spawn_app().await;
+    let origin = app.origin();
+    let phone = app.login().await;
+    let laptop = app.login().await;
+    let mut phone_socket = subscribed_admin(&app, &phone).await;
+    let cross_site = app
         .http(
-            "GET",
-            "/healthz",
-            &[("origin", "https://evil.example")],
+            "POST",
+            "/auth/logout_everywhere",
+            &[("cookie", &laptop), ("origin", BLOG)],
             None,
         )
         .await;
-    assert_eq!(other.header("access-control-allow-origin"), None);
+    assert_eq!(cross_site.status, 403);
+    let everywhere = app
+        .http(
+            "POST",
+            "/auth/logout_everywhere",
+            &[("cookie", &laptop), ("origin", &origin)],
+            None,
+        )
+        .await;
+    assert_eq!(everywhere.status, 200, "{}", everywhere.text());
+    assert!(everywhere
+        .header("set-cookie")
+        .unwrap()
+        .contains("Max-Age=0"));
+    for cookie in [&phone, &laptop] {
+        let session = app
+            .http("GET", "/auth/session", &[("cookie", cookie)], None)
+            .await;
+        assert_eq!(session.status, 401);
+    }
+    let (_, frames) = phone_socket.closed().await;
+    assert!(
+        frames.iter().any(|frame| frame["type"] == "disconnect"),
+        "{frames:?}"
+    );
+}
+
+/// Regression (issue 15, item 6): natter behind HTTPS sent no HSTS, and its cookie had no `__Host-` prefix.
+#[tokio::test]
+async fn over_https_the_cookie_is_host_only_and_browsers_are_told_to_stay_on_https() {
+    let app = spawn_app_with(|config| config.server.public_url = "https://chat.test".into()).await;
+    let login = app
+        .http(
+            "POST",
+            "/auth/login",
+            &[
+                ("origin", "https://chat.test"),
+                ("content-type", "application/json"),
+            ],
+            Some(json!({"username": "admin", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(login.status, 200, "{}", login.text());
+    let set_cookie = login.header("set-cookie").unwrap();
+    assert!(
+        set_cookie.starts_with("__Host-natter_session=")
+            && set_cookie.contains("; Secure")
+            && set_cookie.contains("Path=/")
+            && !set_cookie.contains("Domain"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let session = app
+        .http("GET", "/auth/session", &[("cookie", &cookie)], None)
+        .await;
+    assert_eq!(session.status, 200);
+    assert_eq!(
+        session.header("strict-transport-security").as_deref(),
+        Some("max-age=31536000")
+    );
+    // The unprefixed name is not a session over HTTPS (a sibling site could have planted it).
+    let planted = cookie.replacen("__Host-", "", 1);
+    let session = app
+        .http("GET", "/auth/session", &[("cookie", &planted)], None)
+        .await;
+    assert_eq!(session.status, 401);
+
+    let plain = spawn_app().await;
+    let healthz = plain.http("GET", "/healthz", &[], None).await;
+    assert_eq!(healthz.header("strict-transport-security"), None);
+}
+
+/// Regression (issue 15, item 7): entries of `X-Forwarded-For` that did not parse were skipped, so the attacker's
+/// own entry to their left was believed, loopback included (`/metrics` opened to anyone).
+#[tokio::test]
+async fn a_forwarded_request_is_never_taken_for_loopback() {
+    let app = spawn_app_with(|config| {
+        config.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let metrics = |forwarded: Option<&'static str>| {
+        let address = app.address;
+        async move {
+            let headers: Vec<(&str, &str)> = forwarded
+                .map(|value| vec![("x-forwarded-for", value)])
+                .unwrap_or_default();
+            http(address, "GET", "/metrics", &headers, None)
+                .await
+                .status
+        }
+    };
+    assert_eq!(metrics(None).await, 200, "the proxy's own host");
+    for forwarded in [
+        "127.0.0.1, unknown",
+        "127.0.0.1, 203.0.113.9:4711",
+        "127.0.0.1, [2001:db8::1]",
+        "::1, _hidden",
+        "127.0.0.1",
+        "127.0.0.1, 127.0.0.1",
+        "",
+    ] {
+        assert_eq!(metrics(Some(forwarded)).await, 403, "{forwarded:?}");
+    }
 }
 
 /// Issue 16: a blog preview on an origin that is not allowed failed silently: the widget retried forever, the server

@@ -18,7 +18,7 @@ const ROUNDS: usize = 6;
 const SENDERS: usize = 16;
 
 /// The real binary, started as the service would start it.
-async fn start_natter(data_dir: &Path, listen: &str) -> (Child, SocketAddr) {
+pub async fn start_natter(data_dir: &Path, listen: &str) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
         .env("NATTER_LISTEN", listen)
         .env("NATTER_DATA_DIR", data_dir)

@@ -58,9 +58,14 @@ impl TestApp {
 
     /// Stops, then starts again on the same address and data dir.
     pub async fn restart(&mut self) {
+        self.restart_with_password(PASSWORD).await;
+    }
+
+    /// Stops, then starts again with `NATTER_ADMIN_PASSWORD` set to `password`.
+    pub async fn restart_with_password(&mut self, password: &str) {
         self.stop().await;
         let config = test_config(&self.data_dir, Some(self.address));
-        let (stop, task, address) = start(config).await;
+        let (stop, task, address) = start(config, password).await;
         self.stop = Some(stop);
         self.task = Some(task);
         self.address = address;
@@ -68,6 +73,10 @@ impl TestApp {
 
     /// Logs in as the admin and answers the session cookie (`natter_session=...`).
     pub async fn login(&self) -> String {
+        self.login_with(PASSWORD).await
+    }
+
+    pub async fn login_with(&self, password: &str) -> String {
         let response = self
             .http(
                 "POST",
@@ -76,7 +85,7 @@ impl TestApp {
                     ("origin", &self.origin()),
                     ("content-type", "application/json"),
                 ],
-                Some(json!({"username": "admin", "password": PASSWORD})),
+                Some(json!({"username": "admin", "password": password})),
             )
             .await;
         assert_eq!(response.status, StatusCode::OK, "{}", response.text());
@@ -136,12 +145,13 @@ pub fn test_config(data_dir: &Path, listen: Option<SocketAddr>) -> Config {
 
 async fn start(
     config: Config,
+    password: &str,
 ) -> (
     oneshot::Sender<()>,
     JoinHandle<anyhow::Result<()>>,
     SocketAddr,
 ) {
-    let server = Server::build(config, Some(PASSWORD))
+    let server = Server::build(config, Some(password))
         .await
         .expect("the server starts");
     let address = server.local_addr();
@@ -162,7 +172,7 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(temp.path(), None);
     change(&mut config);
     let data_dir = config.server.data_dir.clone();
-    let (stop, task, address) = start(config).await;
+    let (stop, task, address) = start(config, PASSWORD).await;
     TestApp {
         address,
         data_dir,

@@ -48,6 +48,98 @@ async fn one_address_cannot_open_endless_conversations() {
     }
 }
 
+/// Regression (issue 15, item 4): after `speak` was refused, `identify` went on opening conversations.
+#[tokio::test]
+async fn identify_cannot_open_conversations_past_the_hourly_limit() {
+    let app = spawn_app_with(|config| config.limits.conversations_per_hour = 2).await;
+    for index in 0..3 {
+        let mut visitor = subscribed_visitor(&app, &uuid()).await;
+        let identify = json!({"action": "identify", "name": "Spam", "email": "spam@example.com"});
+        visitor.perform(VISITOR_CHANNEL, identify.clone()).await;
+        let answer = visitor
+            .next_where(|frame| frame["message"]["type"].is_string())
+            .await;
+        if index < 2 {
+            assert_eq!(answer["message"]["type"], "identified", "{answer}");
+            // Naming oneself again in one's own conversation is not a new conversation.
+            visitor.perform(VISITOR_CHANNEL, identify).await;
+            assert_eq!(visitor.event("identified").await["type"], "identified");
+        } else {
+            assert_eq!(answer["message"]["code"], "throttled", "{answer}");
+        }
+    }
+    let cookie = app.login().await;
+    let conversations = app
+        .http("GET", "/conversations", &[("cookie", &cookie)], None)
+        .await
+        .json();
+    assert_eq!(conversations["conversations"].as_array().unwrap().len(), 2);
+}
+
+/// Regression (issue 15, item 3): one socket sent 8,000 `visit` frames in 2.3 s, each a store write and an event to
+/// every admin. Now every visitor action is throttled, a page the owner already sees is not written again, and a
+/// repeated `typing` is not passed on.
+#[tokio::test]
+async fn visitor_actions_are_throttled_and_repeats_reach_nobody() {
+    // messages_per_minute = 15 gives 60 other actions a minute (at least 60, four per message).
+    let app = spawn_app_with(|config| config.limits.messages_per_minute = 15).await;
+    let cookie = app.login().await;
+    let mut admin = subscribed_admin(&app, &cookie).await;
+    let mut visitor = subscribed_visitor(&app, &uuid()).await;
+    visitor.speak("hello", uuid()).await;
+    visitor.event("message").await;
+    let page = json!({"action": "visit", "url": "https://blog.test/same", "title": "Same", "referrer": ""});
+    for _ in 0..5 {
+        visitor.perform(VISITOR_CHANNEL, page.clone()).await;
+        visitor
+            .perform(VISITOR_CHANNEL, json!({"action": "typing", "typing": true}))
+            .await;
+    }
+    visitor.speak("marker one", uuid()).await;
+    visitor.event("message").await;
+    let mut presences = 0;
+    let mut typings = 0;
+    loop {
+        let event = admin.next_where(|frame| frame["message"].is_object()).await["message"].clone();
+        match event["type"].as_str() {
+            Some("presence") => presences += 1,
+            Some("typing") => typings += 1,
+            Some("message") if event["message"]["content"] == "marker one" => break,
+            _ => {}
+        }
+    }
+    assert_eq!((presences, typings), (1, 1), "one page, one typing");
+
+    for index in 0..100 {
+        let page = json!({"action": "visit", "url": format!("https://blog.test/{index}"), "title": "T", "referrer": ""});
+        visitor.perform(VISITOR_CHANNEL, page).await;
+    }
+    visitor.speak("marker two", uuid()).await;
+    let mut throttled = 0;
+    loop {
+        let event = visitor
+            .next_where(|frame| frame["message"].is_object())
+            .await["message"]
+            .clone();
+        match event["type"].as_str() {
+            Some("error") if event["code"] == "throttled" => throttled += 1,
+            Some("message") => break,
+            _ => {}
+        }
+    }
+    assert!(throttled >= 40, "{throttled} of 100 pages were refused");
+    let mut presences = 0;
+    loop {
+        let event = admin.next_where(|frame| frame["message"].is_object()).await["message"].clone();
+        match event["type"].as_str() {
+            Some("presence") => presences += 1,
+            Some("message") if event["message"]["content"] == "marker two" => break,
+            _ => {}
+        }
+    }
+    assert!(presences <= 60, "{presences} pages reached the owner");
+}
+
 #[tokio::test]
 async fn connections_are_limited_per_address_and_in_total_but_the_owner_gets_in() {
     let app = spawn_app_with(|config| config.limits.max_connections_per_ip = 3).await;
@@ -217,4 +309,65 @@ async fn path_traversal_in_any_encoding_finds_nothing() {
             "{path}"
         );
     }
+}
+
+/// The resident memory of a process, in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kilobytes: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kilobytes * 1024
+}
+
+/// Regression (issue 15, item 1): each argon2 computation's 19 MiB stayed with the process after the login (9 MB
+/// idle, 29 MB after one login, 87 MB after four), and a burst of 60 took it to 1.2 GB.
+#[tokio::test]
+async fn logins_give_their_memory_back() {
+    let temp = tempfile::tempdir().unwrap();
+    let (child, address) = crate::crash::start_natter(temp.path(), "127.0.0.1:0").await;
+    let pid = child.id().expect("natter runs");
+    let login = |password: &'static str| async move {
+        let body = json!({"username": "admin", "password": password}).to_string();
+        let origin = format!("http://{address}");
+        let headers = [
+            ("origin", origin.as_str()),
+            ("content-type", "application/json"),
+        ];
+        http(
+            address,
+            "POST",
+            "/auth/login",
+            &headers,
+            Some(body.into_bytes()),
+        )
+        .await
+        .status
+    };
+    assert_eq!(
+        http(address, "GET", "/healthz", &[], None).await.status,
+        200
+    );
+    let idle = resident_bytes(pid);
+    assert_eq!(login(PASSWORD).await, 200);
+    let (first, second, third, fourth) = tokio::join!(
+        login("wrong"),
+        login("wrong"),
+        login("wrong"),
+        login(PASSWORD)
+    );
+    assert_eq!(
+        [first, second, third, fourth].map(|status| status.as_u16()),
+        [401, 401, 401, 200]
+    );
+    let after = resident_bytes(pid);
+    assert!(
+        after < idle + 8 * 1024 * 1024,
+        "idle {} MB, after five logins {} MB",
+        idle / 1_000_000,
+        after / 1_000_000
+    );
 }

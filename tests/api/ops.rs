@@ -693,3 +693,21 @@ async fn metrics_cover_connections_messages_pushes_store_and_uptime_from_loopbac
         StatusCode::FORBIDDEN
     );
 }
+
+/// Regression (issue 15, item 11): the control socket was bound in the data dir and chmod-ed afterwards, so for a
+/// moment its mode came from the umask and anyone on the host could connect and download every conversation.
+#[tokio::test]
+async fn the_control_socket_is_bound_inside_a_directory_only_natter_may_enter() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let app = spawn_app_with(|config| config.server.data_dir = data_dir.clone()).await;
+    let socket = natter::backup::control_socket_path(&app.data_dir);
+    assert!(std::fs::metadata(&socket).unwrap().file_type().is_socket());
+    let directory = socket.parent().unwrap();
+    assert_ne!(directory, app.data_dir.as_path());
+    let mode = std::fs::metadata(directory).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", directory.display());
+}

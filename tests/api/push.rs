@@ -879,6 +879,47 @@ async fn subscriptions_are_checked_at_the_door() {
     assert_eq!(delete.status, 204);
 }
 
+/// Regression (issue 15, item 8): a refused endpoint's error told a visitor how natter's resolver answered for the
+/// name (internal names mapped through natter), and NAT64 local-use, Teredo and discard addresses were accepted.
+#[tokio::test]
+async fn refused_endpoints_get_one_answer_that_says_nothing_of_the_network() {
+    let app = spawn_app().await;
+    let cookie = app.login().await;
+    let keys = browser_keys();
+    let origin = app.origin();
+    let headers = owner_headers(&origin, &cookie);
+    let mut messages = Vec::new();
+    for endpoint in [
+        "https://[64:ff9b:1::a00:1]/push", // local-use NAT64 to 10.0.0.1
+        "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/push", // Teredo
+        "https://[100::1]/push",           // discard-only
+        "https://10.1.2.3/push",
+        "https://localhost/push", // a name, resolved by natter
+    ] {
+        let response = app
+            .http(
+                "POST",
+                "/push_subscriptions",
+                &headers,
+                Some(subscription_json(endpoint, &keys)),
+            )
+            .await;
+        assert_eq!(response.status, 422, "{endpoint}: {}", response.text());
+        messages.push(response.json()["message"].as_str().unwrap().to_string());
+    }
+    assert!(
+        messages.iter().all(|message| *message == messages[0]),
+        "{messages:#?}"
+    );
+    assert!(
+        !["localhost", "127.", "10.", "::"]
+            .iter()
+            .any(|leak| messages[0].contains(leak)),
+        "{}",
+        messages[0]
+    );
+}
+
 /// Not an assertion: the figure for the note. `cargo test --test api push_latency -- --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_latency_from_a_visitor_message_to_the_request_leaving_natter() {
