@@ -16,12 +16,13 @@
 //!
 //! The modules, one per noun: `config` (the settings), `store` (redb behind typed methods), `hub` (who is connected),
 //! `protocol` (ActionCable frames, pure), `cable` (one socket's loop), `channels` (what each action does), `routes`
-//! (the one routing table), `auth` (passwords, sessions), `assets` (the embedded web side), `throttle` (rate limits),
-//! `metrics`, `refused_origins` (pages refused for their origin, told to the operator), `error` (the one catalog of
-//! client errors), `http` (HTTP's vocabulary: the body type, JSON, errors as HTTP, the admin and same-origin guards),
-//! `server` (listener and shutdown), `app` (shared state), `tls` (certificates and reload), `acme` (certificates from
-//! an ACME CA such as Let's Encrypt, renewed), `init` (the `--init` wizard), `invocation` (how the operator types
-//! natter from where they are), `backup` (backup, export, the control socket).
+//! (the one routing table), `auth` (sessions, the login), `password` (argon2 hashing, bounded), `assets` (the
+//! embedded web side), `throttle` (rate limits), `metrics`, `refused_origins` (pages refused for their origin, told
+//! to the operator), `error` (the one catalog of client errors), `http` (HTTP's vocabulary: the body type, JSON,
+//! errors as HTTP, the admin and same-origin guards), `server` (listener and shutdown), `app` (shared state), `tls`
+//! (certificates and reload), `acme` (certificates from an ACME CA such as Let's Encrypt, renewed), `init` (the
+//! `--init` wizard), `invocation` (how the operator types natter from where they are), `backup` (backup, export, the
+//! control socket).
 //!
 //! The rule: a module uses only modules on the floors below its own, never one above or beside it, so arrows run one
 //! way and no two modules need each other (`scripts/import-circles` prints any circle that creeps back in):
@@ -37,7 +38,7 @@
 //! push  assets  tls                          nouns; push and assets answer their routes with the parts they need
 //! http                                       HTTP's vocabulary
 //! auth  hub  protocol  refused_origins       sessions, who is connected, ActionCable frames, refused pages
-//! store                                      redb behind typed methods
+//! store  password                            redb behind typed methods; argon2 hashing, bounded
 //! config  error  throttle  timestamp         what everyone speaks
 //! invocation                                 how to name natter in a message
 //! ```

@@ -190,14 +190,7 @@ async fn logins_are_checked_throttled_and_ended_by_logout() {
         .await;
     assert_eq!(session.json(), json!({"admin": true, "username": "admin"}));
     let mut admin = subscribed_admin(&app, &cookie).await;
-    let logout = app
-        .http(
-            "POST",
-            "/auth/logout",
-            &[("cookie", &cookie), ("origin", &origin)],
-            None,
-        )
-        .await;
+    let logout = app.logout(&cookie).await;
     assert_eq!(logout.status, 200);
     assert!(logout.header("set-cookie").unwrap().contains("Max-Age=0"));
     let (_, frames) = admin.closed().await;
@@ -318,22 +311,7 @@ async fn a_burst_of_logins_from_one_address_gets_no_more_tries_than_the_limit() 
     let app = spawn_app_with(|config| config.limits.login_failures = 5).await;
     let mut attempts = tokio::task::JoinSet::new();
     for _ in 0..40 {
-        let (address, origin) = (app.address, app.origin());
-        attempts.spawn(async move {
-            let body = json!({"username": "admin", "password": "wrong"}).to_string();
-            let headers = [
-                ("origin", origin.as_str()),
-                ("content-type", "application/json"),
-            ];
-            http(
-                address,
-                "POST",
-                "/auth/login",
-                &headers,
-                Some(body.into_bytes()),
-            )
-            .await
-        });
+        attempts.spawn(login_attempt(app.address, "wrong"));
     }
     let answers = attempts.join_all().await;
     let count = |status: u16| {
@@ -358,18 +336,9 @@ async fn a_burst_of_logins_from_one_address_gets_no_more_tries_than_the_limit() 
 #[tokio::test]
 async fn a_cookie_is_dead_as_soon_as_logout_answers() {
     let app = spawn_app().await;
-    let origin = app.origin();
     for _ in 0..5 {
         let cookie = app.login().await;
-        let logout = app
-            .http(
-                "POST",
-                "/auth/logout",
-                &[("cookie", &cookie), ("origin", &origin)],
-                None,
-            )
-            .await;
-        assert_eq!(logout.status, 200);
+        assert_eq!(app.logout(&cookie).await.status, 200);
         let session = app
             .http("GET", "/auth/session", &[("cookie", &cookie)], None)
             .await;

@@ -77,20 +77,22 @@ impl TestApp {
     }
 
     pub async fn login_with(&self, password: &str) -> String {
-        let response = self
-            .http(
-                "POST",
-                "/auth/login",
-                &[
-                    ("origin", &self.origin()),
-                    ("content-type", "application/json"),
-                ],
-                Some(json!({"username": "admin", "password": password})),
-            )
-            .await;
+        let response = login_attempt(self.address, password).await;
         assert_eq!(response.status, StatusCode::OK, "{}", response.text());
         let cookie = response.header("set-cookie").expect("login sets a cookie");
         cookie.split(';').next().unwrap().to_string()
+    }
+
+    /// `POST /auth/logout` from natter's own origin.
+    pub async fn logout(&self, cookie: &str) -> HttpResponse {
+        let origin = self.origin();
+        self.http(
+            "POST",
+            "/auth/logout",
+            &[("cookie", cookie), ("origin", &origin)],
+            None,
+        )
+        .await
     }
 
     pub async fn http(
@@ -203,6 +205,24 @@ impl HttpResponse {
             .get(name)
             .map(|value| value.to_str().unwrap().to_string())
     }
+}
+
+/// `POST /auth/login` as the dashboard sends it (from natter's own origin), with `password` for `admin`.
+pub async fn login_attempt(address: SocketAddr, password: &str) -> HttpResponse {
+    let origin = format!("http://{address}");
+    let headers = [
+        ("origin", origin.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let body = json!({"username": "admin", "password": password}).to_string();
+    http(
+        address,
+        "POST",
+        "/auth/login",
+        &headers,
+        Some(body.into_bytes()),
+    )
+    .await
 }
 
 /// One HTTP/1.1 request on a fresh connection.

@@ -330,23 +330,8 @@ async fn logins_give_their_memory_back() {
     let temp = tempfile::tempdir().unwrap();
     let (child, address) = crate::crash::start_natter(temp.path(), "127.0.0.1:0").await;
     let pid = child.id().expect("natter runs");
-    let login = |password: &'static str| async move {
-        let body = json!({"username": "admin", "password": password}).to_string();
-        let origin = format!("http://{address}");
-        let headers = [
-            ("origin", origin.as_str()),
-            ("content-type", "application/json"),
-        ];
-        http(
-            address,
-            "POST",
-            "/auth/login",
-            &headers,
-            Some(body.into_bytes()),
-        )
-        .await
-        .status
-    };
+    let login =
+        |password: &'static str| async move { login_attempt(address, password).await.status };
     assert_eq!(
         http(address, "GET", "/healthz", &[], None).await.status,
         200
