@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::assets::Assets;
 use crate::auth::{Auth, PasswordSource};
 use crate::config::{Config, Origin};
+use crate::email::Email;
 use crate::hub::Hub;
 use crate::push::Push;
 use crate::refused_origins::RefusedOrigins;
@@ -32,7 +33,8 @@ pub struct App {
     /// The origin natter itself is served from; the only origin the admin socket and admin writes accept.
     pub public_origin: Origin,
     pub store: Store,
-    pub hub: Hub,
+    /// Shared with the email task, which asks who is online when it decides.
+    pub hub: Arc<Hub>,
     pub auth: Auth,
     pub assets: Assets,
     pub throttles: Throttles,
@@ -40,6 +42,8 @@ pub struct App {
     /// Web Push: the VAPID key, the send queue, the per-conversation cool-downs. Shared with its sender task,
     /// which holds it weakly.
     pub push: Arc<Push>,
+    /// Email: the relay, the schedule of what to look at, the limits. Shared with its task, which holds it weakly.
+    pub email: Arc<Email>,
     /// Origins whose pages tried to open the chat and were refused, for the log and the dashboard.
     pub refused_origins: RefusedOrigins,
     /// What `/metrics` shows of ACME certificates (mode `acme`; stays at zero otherwise), shared with the renewal
@@ -117,16 +121,19 @@ impl App {
             connections: Arc::new(ConnectionCounter::default()),
         };
         let push = Arc::new(Push::new(&config, &store, &public_origin).await?);
+        let hub = Arc::new(Hub::new());
+        let email = Arc::new(Email::new(&config, &store, &hub, &push, &public_origin).await?);
         let app = App {
             assets: Assets::new(&config, public_origin.as_str()),
             public_origin,
             config,
             store,
-            hub: Hub::new(),
+            hub,
             auth,
             throttles,
             counters: Counters::default(),
             push,
+            email,
             refused_origins: RefusedOrigins::default(),
             acme: Default::default(),
             shutdown,
@@ -134,6 +141,7 @@ impl App {
         };
         let app = Arc::new(app);
         crate::push::sender::start(&app.push);
+        crate::email::start(&app.email);
         Ok((app, source))
     }
 

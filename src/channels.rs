@@ -335,6 +335,7 @@ impl Connection {
                     .map_err(no_id)?;
                 self.has_conversation = true;
                 hub.to_admins(&conversation_event(&app, &conversation));
+                crate::email::address_left(&app.email, &conversation);
                 self.reply(
                     identifier,
                     &json!({ "type": "identified", "conversation": visitor_view(&conversation) }),
@@ -518,6 +519,7 @@ impl Connection {
             &appended.conversation,
             message,
         );
+        crate::email::message_stored(&self.app.email, &appended.conversation, message);
     }
 
     async fn reply(&self, identifier: &str, event: &Value) {

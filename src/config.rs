@@ -27,6 +27,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub push: PushConfig,
     pub metrics: MetricsConfig,
+    pub email: EmailConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -167,6 +168,79 @@ pub struct PushConfig {
     pub allow_loopback: bool,
 }
 
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmtpSecurity {
+    /// Plain TCP, then STARTTLS before anything else is said (port 587); refused if the server does not offer it.
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption at all: only for a relay on loopback, which `validate` checks.
+    None,
+}
+
+/// Email: replies to a visitor who left, and news of conversations for the owner (`email`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The SMTP relay's host name or address. Empty: natter sends no email.
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_security: SmtpSecurity,
+    /// Empty: no AUTH.
+    pub smtp_username: String,
+    /// A file holding the SMTP password (its first line); `NATTER_SMTP_PASSWORD` instead keeps it out of any file.
+    pub smtp_password_file: PathBuf,
+    /// A PEM file of certificates trusted for the relay besides the public web roots (a private relay, tests).
+    pub smtp_ca_root: PathBuf,
+    /// The sender, `"Name <address>"` or a bare address.
+    pub from: String,
+    /// Where the owner hears of new conversations; also the `Reply-To` of the emails visitors get.
+    pub owner_address: String,
+    /// When the owner gets an email about a visitor message: "always", "when-away" (no dashboard open and no push
+    /// delivered) or "never".
+    pub owner_when: PushWhen,
+    /// After an email to the owner about a conversation, further messages of it wait this long and go in one digest.
+    pub owner_cooldown_seconds: u64,
+    /// How long natter waits after the owner's reply before emailing it to a visitor whose chat is closed; replies
+    /// within that time go in one email.
+    pub reply_delay_seconds: u64,
+    /// How long a reply may sit unread in an open chat before it is emailed anyway.
+    pub unread_delay_seconds: u64,
+    /// Seconds before the first retry of an email the relay did not take (no connection, a 4xx answer); each further
+    /// retry waits twice as long, up to an hour.
+    pub retry_seconds: u64,
+    /// Emails one address may get per day.
+    pub per_address_per_day: u32,
+    /// Emails natter sends per hour in all.
+    pub per_hour: u32,
+    /// Days the link in a visitor's email reopens the conversation.
+    pub link_days: u32,
+    /// The SMTP password, from `NATTER_SMTP_PASSWORD` or `smtp_password_file`; never written, shown or logged.
+    #[serde(skip)]
+    pub smtp_password: Secret,
+}
+
+/// A secret that `Debug` does not print.
+#[derive(Clone, Default, PartialEq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "[redacted]"
+        })
+    }
+}
+
+impl EmailConfig {
+    pub fn enabled(&self) -> bool {
+        !self.smtp_host.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
@@ -245,6 +319,30 @@ impl Default for PushConfig {
             subject: "mailto:admin@localhost".into(),
             cooldown_seconds: 60,
             allow_loopback: false,
+        }
+    }
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_security: SmtpSecurity::Starttls,
+            smtp_username: String::new(),
+            smtp_password_file: PathBuf::new(),
+            smtp_ca_root: PathBuf::new(),
+            from: String::new(),
+            owner_address: String::new(),
+            owner_when: PushWhen::WhenAway,
+            owner_cooldown_seconds: 900,
+            reply_delay_seconds: 60,
+            unread_delay_seconds: 300,
+            retry_seconds: 30,
+            per_address_per_day: 10,
+            per_hour: 100,
+            link_days: 30,
+            smtp_password: Secret::default(),
         }
     }
 }
@@ -460,6 +558,9 @@ impl Config {
             config.server.data_dir = data_dir.clone();
         }
         config.validate()?;
+        if config.email.enabled() {
+            config.read_smtp_password()?;
+        }
         Ok(config)
     }
 
@@ -516,6 +617,9 @@ impl Config {
         }
         if let Some(token) = get("NATTER_METRICS_TOKEN") {
             self.metrics.token = token.clone();
+        }
+        if let Some(password) = get("NATTER_SMTP_PASSWORD") {
+            self.email.smtp_password = Secret(password.clone());
         }
         if let Some(allow) = get("NATTER_PUSH_ALLOW_LOOPBACK") {
             self.push.allow_loopback = allow == "1" || allow == "true";
@@ -589,6 +693,68 @@ impl Config {
         if !(self.push.subject.starts_with("mailto:") || self.push.subject.starts_with("https:")) {
             anyhow::bail!("push.subject must start with mailto: or https:");
         }
+        self.validate_email()
+    }
+
+    /// The `[email]` section, checked only when email is on (`smtp_host` set), so a half-written section that is off
+    /// stops nothing.
+    fn validate_email(&self) -> anyhow::Result<()> {
+        let email = &self.email;
+        if !email.enabled() {
+            return Ok(());
+        }
+        if email.smtp_port == 0 {
+            anyhow::bail!("email.smtp_port must be a port number (587 for STARTTLS, 465 for TLS)");
+        }
+        if email.smtp_security == SmtpSecurity::None {
+            let loopback = email.smtp_host == "localhost"
+                || email
+                    .smtp_host
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                anyhow::bail!(
+                    "email.smtp_security = \"none\" is only for a relay on loopback (127.0.0.1, ::1, localhost); \
+                     use \"starttls\" or \"tls\" for {}",
+                    email.smtp_host
+                );
+            }
+        }
+        if email.from.parse::<lettre::message::Mailbox>().is_err() {
+            anyhow::bail!(
+                "email.from must be an address, optionally with a name: \"Blog chat <chat@example.com>\""
+            );
+        }
+        if !email.owner_address.is_empty()
+            && email.owner_address.parse::<lettre::Address>().is_err()
+        {
+            anyhow::bail!("email.owner_address must be an email address like you@example.com");
+        }
+        if email.retry_seconds == 0 {
+            anyhow::bail!("email.retry_seconds must be at least 1");
+        }
+        if email.per_address_per_day == 0 || email.per_hour == 0 {
+            anyhow::bail!("email.per_address_per_day and email.per_hour must be at least 1");
+        }
+        if !(1..=365).contains(&email.link_days) {
+            anyhow::bail!("email.link_days must be between 1 and 365");
+        }
+        Ok(())
+    }
+
+    /// Reads `email.smtp_password_file` when it is set and no `NATTER_SMTP_PASSWORD` was given.
+    pub fn read_smtp_password(&mut self) -> anyhow::Result<()> {
+        let email = &mut self.email;
+        if !email.smtp_password.0.is_empty() || email.smtp_password_file.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&email.smtp_password_file).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot read email.smtp_password_file {}: {error}",
+                email.smtp_password_file.display()
+            )
+        })?;
+        email.smtp_password = Secret(text.lines().next().unwrap_or_default().to_string());
         Ok(())
     }
 

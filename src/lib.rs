@@ -34,7 +34,8 @@
 //! cable                                      one socket's loop
 //! channels  metrics                          handlers over the shared state
 //! app                                        the shared state: one of each noun below, built once
-//! acme                                       certificates from an ACME CA, renewed, served through tls
+//! acme  email                                certificates from an ACME CA, renewed, served through tls; email,
+//!                                            which asks push whether the owner was told already
 //! push  assets  tls                          nouns; push and assets answer their routes with the parts they need
 //! http                                       HTTP's vocabulary
 //! auth  hub  protocol  refused_origins       sessions, who is connected, ActionCable frames, refused pages
@@ -51,6 +52,7 @@ pub mod backup;
 pub mod cable;
 pub mod channels;
 pub mod config;
+pub mod email;
 pub mod error;
 pub mod http;
 pub mod hub;

@@ -100,6 +100,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Send a test email to ADDRESS through the relay in [email], and print the relay's answer or what failed
+    /// (DNS, connect, TLS, authentication, a refused sender).
+    EmailTest {
+        /// Where the test email goes.
+        address: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -202,6 +208,15 @@ fn run() -> anyhow::Result<()> {
                 counted(report.conversations, "conversation"),
                 counted(report.messages, "message")
             );
+            Ok(())
+        }
+        Some(Command::EmailTest { address }) => {
+            init_logging("warn");
+            let origin = config.public_origin(config.server.listen);
+            let hello = origin.host().trim_matches(['[', ']']).to_string();
+            let answer =
+                runtime.block_on(natter::email::smtp::test(&config.email, &hello, &address))?;
+            println!("natter: {answer}");
             Ok(())
         }
     }

@@ -1,4 +1,4 @@
-//! `/metrics`: Prometheus text for connections, messages, pushes, the store and uptime.
+//! `/metrics`: Prometheus text for connections, messages, pushes, emails, the store and uptime.
 //!
 //! Readable from loopback, or from anywhere with `Authorization: Bearer <metrics.token>`: the figures say how busy
 //! the owner's chat is, which is nobody else's business.
@@ -119,6 +119,23 @@ pub fn render(app: &App, headers: &HeaderMap, ip: IpAddr) -> Result<Response<Bod
             ("{result=\"sent\"}", load(&app.push.sent)),
             ("{result=\"failed\"}", load(&app.push.failed)),
         ],
+    );
+    metric(
+        "emails_total",
+        "counter",
+        "Email attempts by result: sent, failed (for now, retried), dropped (refused for good), throttled.",
+        &[
+            ("{result=\"sent\"}", load(&app.email.sent)),
+            ("{result=\"failed\"}", load(&app.email.failed)),
+            ("{result=\"dropped\"}", load(&app.email.dropped)),
+            ("{result=\"throttled\"}", load(&app.email.throttled)),
+        ],
+    );
+    metric(
+        "emails_queued",
+        "gauge",
+        "Emails recorded in the store and not yet accepted by the relay.",
+        &[("", app.email.queued.load(Ordering::Relaxed) as u64)],
     );
     metric(
         "slow_consumers_kicked_total",

@@ -118,6 +118,17 @@ async fn route(
         (&Method::DELETE, ["push_subscriptions"]) => {
             crate::push::unsubscribe(&app.push, &app.auth, request).await
         }
+        (&Method::POST, ["email", "continue"]) => {
+            let allowed = request_origin(request.headers())
+                .is_some_and(|origin| app.is_widget_origin(&origin));
+            crate::email::web::continue_conversation(&app.email, request, ip, allowed).await
+        }
+        (&Method::GET, ["email", "unsubscribe"]) => {
+            crate::email::web::unsubscribe(&app.email, request, false).await
+        }
+        (&Method::POST, ["email", "unsubscribe"]) => {
+            crate::email::web::unsubscribe(&app.email, request, true).await
+        }
         (&Method::GET, ["healthz"]) => Ok(json_response(StatusCode::OK, &json!({ "ok": true }))),
         (&Method::GET, ["metrics"]) => crate::metrics::render(app, request.headers(), ip),
         (&Method::GET | &Method::HEAD, _) => {
@@ -131,7 +142,7 @@ async fn route(
         (
             _,
             ["cable" | "healthz" | "metrics" | "conversations" | "auth" | "push_subscriptions"
-            | "refused_origins", ..],
+            | "refused_origins" | "email", ..],
         ) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found(format!("nothing at {path}"))),
     }
@@ -263,6 +274,9 @@ async fn delete_conversation(app: &Arc<App>, id: Uuid) -> Result<Response<Body>,
     if let Err(error) = crate::push::conversation_deleted(&app.push, id).await {
         tracing::warn!(?error, conversation = %id, "the deleted conversation's push subscriptions were kept");
     }
+    if let Err(error) = crate::email::conversation_deleted(&app.email, id).await {
+        tracing::warn!(?error, conversation = %id, "the deleted conversation's email record was kept");
+    }
     app.hub.to_visitor(
         &conversation.token_hash,
         &event(json!({ "type": "deleted" })),
@@ -273,6 +287,11 @@ async fn delete_conversation(app: &Arc<App>, id: Uuid) -> Result<Response<Body>,
         .status(StatusCode::NO_CONTENT)
         .body(Body::default())
         .expect("valid response"))
+}
+
+/// The request's `Origin`, when it is a valid one.
+fn request_origin(headers: &HeaderMap) -> Option<Origin> {
+    Origin::parse(headers.get(header::ORIGIN)?.to_str().ok()?).ok()
 }
 
 /// Whether the page asking may open the chat: the widget asks when its socket is refused, so it can say the chat is

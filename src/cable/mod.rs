@@ -118,8 +118,9 @@ pub fn upgrade(
                 )));
             }
             match Uuid::parse_str(token) {
-                Ok(uuid) => Caller::Visitor(Identity::Visitor(hash_token(
-                    &uuid.hyphenated().to_string(),
+                Ok(uuid) => Caller::Visitor(Identity::Visitor(crate::email::visitor_identity(
+                    &app.store,
+                    hash_token(&uuid.hyphenated().to_string()),
                 ))),
                 Err(_) => Caller::Unauthorized,
             }

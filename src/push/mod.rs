@@ -64,6 +64,7 @@ const MAX_COOLDOWNS: usize = 4096;
 /// One push to send: who gets it and what it says (already JSON).
 pub struct Job {
     audience: Audience,
+    conversation_id: Uuid,
     /// The `Topic` header: a newer push of the same conversation replaces an undelivered older one.
     topic: String,
     payload: Vec<u8>,
@@ -82,6 +83,9 @@ pub struct Push {
     /// When each (conversation, audience) was last pushed: within `push.cooldown_seconds` a further message raises
     /// no new notification, so a burst of twenty messages is one buzz. A std mutex: a lookup and an insert, no await.
     cooldowns: Mutex<HashMap<(Uuid, Audience), Instant>>,
+    /// When a push about each conversation last reached one of the owner's devices; email asks, so the owner is not
+    /// told twice (`email.owner_when`). Swept like the cool-downs.
+    delivered: Mutex<HashMap<Uuid, Instant>>,
     /// `[push]` of the config.
     settings: PushConfig,
     /// A reply's notification title (`widget.title`).
@@ -117,6 +121,7 @@ impl Push {
             queue,
             jobs: Mutex::new(Some(jobs)),
             cooldowns: Mutex::new(HashMap::new()),
+            delivered: Mutex::new(HashMap::new()),
             settings: config.push.clone(),
             title: config.widget.title.clone(),
             public_origin: public_origin.clone(),
@@ -129,6 +134,27 @@ impl Push {
     /// The base64url public key browsers subscribe with.
     pub fn public_key(&self) -> &str {
         self.vapid.public_key()
+    }
+
+    /// A push about this conversation reached one of the owner's devices.
+    fn delivered(&self, conversation_id: Uuid) {
+        let mut delivered = self
+            .delivered
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if delivered.len() >= MAX_COOLDOWNS {
+            delivered.clear();
+        }
+        delivered.insert(conversation_id, Instant::now());
+    }
+
+    /// Whether a push about this conversation reached the owner at `since` or later.
+    pub fn delivered_since(&self, conversation_id: Uuid, since: Instant) -> bool {
+        self.delivered
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(&conversation_id)
+            .is_some_and(|at| *at >= since)
     }
 
     /// Whether a push for this conversation and audience may go now; if so, the cool-down starts.
@@ -185,6 +211,7 @@ pub fn message_stored(push: &Push, hub: &Hub, conversation: &Conversation, messa
     }
     let job = Job {
         audience,
+        conversation_id: conversation.id,
         topic: crate::auth::base64url(conversation.id.as_bytes()),
         payload: payload(push, conversation, message, audience)
             .to_string()

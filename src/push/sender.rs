@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, Semaphore};
 use web_push_native::WebPushBuilder;
 
 use super::resolver::GuardedResolver;
-use super::subscription::{audience_origin, endpoint_uri, literal_ip, Subscription};
+use super::subscription::{audience_origin, endpoint_uri, literal_ip, Audience, Subscription};
 use super::{Job, Push, MAX_IN_FLIGHT};
 
 /// One attempt (connect, TLS, request, response headers) must finish within this. Push services answer in well
@@ -129,6 +129,9 @@ async fn send(push: &Push, client: &HttpClient, subscription: &Subscription, job
         match send_once(push, client, subscription, job).await {
             Attempt::Delivered => {
                 push.sent.fetch_add(1, Ordering::Relaxed);
+                if job.audience == Audience::Owner {
+                    push.delivered(job.conversation_id);
+                }
                 tracing::debug!(endpoint = %subscription.endpoint, waited = ?job.queued.elapsed(), "push delivered");
                 return;
             }

@@ -24,6 +24,7 @@ use crate::error::ApiError;
 
 mod conversations;
 mod disk;
+mod email;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod legacy_log;
@@ -39,6 +40,7 @@ pub use conversations::{
 };
 pub use disk::sync_directory;
 use disk::Disk;
+pub use email::{hex, EmailState, Queued, Recipient};
 use schema::META;
 pub use sessions::Session;
 pub use snapshot::{count_copy, SnapshotSummary};

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::conversations::{Appended, Conversation, ConversationWrite};
 use super::disk::{self, Disk};
+use super::email::EmailWrite;
 use super::push_subscriptions::PushSubscriptionWrite;
 use super::schema::{
     prepare, CLIENT_IDS, CONVERSATIONS, CONVERSATION_MESSAGES, INDEXED_UP_TO, MESSAGES, META,
@@ -40,6 +41,7 @@ pub(super) enum Write {
     Conversation(ConversationWrite),
     Session(SessionWrite),
     PushSubscription(PushSubscriptionWrite),
+    Email(EmailWrite),
     Meta { key: String, value: Vec<u8> },
 }
 
@@ -419,6 +421,7 @@ impl<'txn, 'r> Tables<'txn, 'r> {
             Write::Conversation(write) => self.apply_conversation_write(write),
             Write::Session(write) => self.apply_session_write(write),
             Write::PushSubscription(write) => self.apply_push_subscription_write(write),
+            Write::Email(write) => self.apply_email_write(write),
             Write::Meta { key, value } => {
                 self.meta.insert(key.as_str(), value.as_slice())?;
                 Ok(Outcome::Done)

@@ -7,6 +7,7 @@ mod abuse;
 mod access;
 mod chat;
 mod crash;
+mod email;
 mod faults;
 mod limits;
 mod ops;
