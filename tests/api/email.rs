@@ -431,3 +431,277 @@ async fn a_reply_reaches_a_visitor_who_left_as_one_threaded_email_whose_link_con
     assert_eq!(emails[1]["rcpt_tos"], json!(["bob@visitor.test"]));
     assert!(first > 0);
 }
+
+/// The real binary with the relay's settings in a config file, its log lines collected.
+struct Natter {
+    child: Child,
+    address: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Natter {
+    async fn start(relay: &Relay, data_dir: &Path) -> Natter {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+            .arg("--config")
+            .arg(relay.config_file(data_dir))
+            .env("NATTER_LISTEN", "127.0.0.1:0")
+            .env("NATTER_DATA_DIR", data_dir.join("data"))
+            .env("NATTER_ADMIN_PASSWORD", PASSWORD)
+            .env("NATTER_ALLOWED_ORIGINS", BLOG)
+            .env("NATTER_SMTP_PASSWORD", SMTP_PASSWORD)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the natter binary starts");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
+        let collected = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = errors.next_line().await {
+                eprintln!("natter: {line}");
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let address = tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(url) = line.split("listening on http://").nth(1) {
+                    return url.trim().parse::<SocketAddr>().unwrap();
+                }
+            }
+            panic!("natter exited before listening");
+        })
+        .await
+        .expect("natter listens in time");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Natter {
+            child,
+            address,
+            log,
+        }
+    }
+
+    /// A TestApp-like view for the helpers that take one.
+    async fn admin(&self) -> Client {
+        let login = http(
+            self.address,
+            "POST",
+            "/auth/login",
+            &[
+                ("origin", &format!("http://{}", self.address)),
+                ("content-type", "application/json"),
+            ],
+            Some(
+                json!({"username": "admin", "password": PASSWORD})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+        let cookie = login.header("set-cookie").unwrap();
+        let cookie = cookie.split(';').next().unwrap();
+        let mut admin = Client::connect(
+            self.address,
+            "/cable",
+            &format!("http://{}", self.address),
+            Some(cookie),
+        )
+        .await
+        .unwrap()
+        .welcomed()
+        .await;
+        admin.subscribe(ADMIN_CHANNEL).await;
+        admin
+    }
+
+    /// A visitor who leaves an address, says something and closes the chat; answers the conversation id.
+    async fn visitor_leaves(&self, address: &str) -> String {
+        let mut visitor = Client::connect(
+            self.address,
+            &format!("/cable?token={}", uuid()),
+            BLOG,
+            None,
+        )
+        .await
+        .unwrap()
+        .welcomed()
+        .await;
+        visitor.subscribe(VISITOR_CHANNEL).await;
+        visitor.speak("Anyone there?", uuid()).await;
+        visitor.answer().await;
+        visitor
+            .perform(
+                VISITOR_CHANNEL,
+                json!({"action": "identify", "name": "Ann", "email": address}),
+            )
+            .await;
+        visitor.event("identified").await["conversation"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn logged(&self, text: &str) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(text))
+    }
+}
+
+#[tokio::test]
+async fn with_the_relay_down_a_reply_waits_and_arrives_once_when_it_is_up() {
+    let mut relay = Relay::down();
+    let dir = tempfile::tempdir().unwrap();
+    let natter = Natter::start(&relay, dir.path()).await;
+    let mut admin = natter.admin().await;
+    let conversation = natter.visitor_leaves("ann@visitor.test").await;
+    reply(&mut admin, &conversation, "Sorry for the wait").await;
+    // The relay is down: the attempt fails for now, and the email stays queued.
+    metric_reaches(natter.address, "natter_emails_total{result=\"failed\"}", 1).await;
+    assert_eq!(metric(natter.address, "natter_emails_queued").await, 1);
+    relay.up().await;
+    let emails = relay.wait_for("mail", 1).await;
+    outbox_empty(natter.address).await;
+    assert_eq!(relay.emails("mail").len(), 1, "sent once");
+    assert!(emails[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Sorry for the wait"));
+}
+
+#[tokio::test]
+async fn killed_with_an_email_queued_natter_sends_it_after_the_restart_with_the_same_message_id() {
+    let relay = Relay::start().await;
+    relay.answer("451");
+    let dir = tempfile::tempdir().unwrap();
+    let mut natter = Natter::start(&relay, dir.path()).await;
+    let mut admin = natter.admin().await;
+    let conversation = natter.visitor_leaves("ann@visitor.test").await;
+    reply(&mut admin, &conversation, "Here is your answer").await;
+    let refused = relay.wait_for("refused", 1).await;
+    let message_id = header(&refused[0], "message-id").to_string();
+    natter.child.kill().await.unwrap();
+    relay.answer("250");
+    let natter = Natter::start(&relay, dir.path()).await;
+    let emails = relay.wait_for("mail", 1).await;
+    assert_eq!(header(&emails[0], "message-id"), message_id);
+    outbox_empty(natter.address).await;
+    assert_eq!(relay.emails("mail").len(), 1);
+}
+
+#[tokio::test]
+async fn a_550_drops_the_email_with_a_log_line() {
+    let relay = Relay::start().await;
+    relay.answer("550");
+    let dir = tempfile::tempdir().unwrap();
+    let natter = Natter::start(&relay, dir.path()).await;
+    let mut admin = natter.admin().await;
+    let conversation = natter.visitor_leaves("nobody@visitor.test").await;
+    reply(&mut admin, &conversation, "Hello?").await;
+    relay.wait_for("refused", 1).await;
+    metric_reaches(natter.address, "natter_emails_total{result=\"dropped\"}", 1).await;
+    outbox_empty(natter.address).await;
+    assert_eq!(relay.emails("refused").len(), 1, "not tried again");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !natter.logged("email refused for good; dropped") {
+        assert!(tokio::time::Instant::now() < deadline, "the drop is logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_limits_hold_per_address_per_day_and_per_hour_in_total() {
+    let relay = Relay::start().await;
+    let app = spawn_app_with(|config| {
+        relay.configure(config);
+        config.email.per_address_per_day = 1;
+        config.email.per_hour = 2;
+    })
+    .await;
+    let cookie = app.login().await;
+    let mut admin = subscribed_admin(&app, &cookie).await;
+    let (visitor, ann) = visitor_says(&app, &uuid(), &["One"], Some("ann@visitor.test")).await;
+    drop(visitor);
+    reply(&mut admin, &ann, "First").await;
+    relay.wait_for("mail", 1).await;
+    // The second email to the same address today is dropped.
+    reply(&mut admin, &ann, "Second").await;
+    metric_reaches(app.address, "natter_emails_total{result=\"throttled\"}", 1).await;
+    outbox_empty(app.address).await;
+    assert_eq!(relay.emails("mail").len(), 1);
+    // Another address: the second email of the hour goes out, the third waits for the hour's allowance.
+    let (visitor, bob) = visitor_says(&app, &uuid(), &["Two"], Some("bob@visitor.test")).await;
+    drop(visitor);
+    reply(&mut admin, &bob, "For Bob").await;
+    relay.wait_for("mail", 2).await;
+    let (visitor, cat) = visitor_says(&app, &uuid(), &["Three"], Some("cat@visitor.test")).await;
+    drop(visitor);
+    reply(&mut admin, &cat, "For Cat").await;
+    metric_reaches(app.address, "natter_emails_total{result=\"throttled\"}", 2).await;
+    assert_eq!(
+        metric(app.address, "natter_emails_queued").await,
+        1,
+        "held, not dropped"
+    );
+    assert_eq!(relay.emails("mail").len(), 2);
+}
+
+#[tokio::test]
+async fn the_owner_hears_of_a_new_conversation_when_no_dashboard_is_open() {
+    let relay = Relay::start().await;
+    let app = spawn_app_with(|config| relay.configure(config)).await;
+    let (visitor, conversation) =
+        visitor_says(&app, &uuid(), &["Is anyone reading this?"], None).await;
+    drop(visitor);
+    let emails = relay.wait_for("mail", 1).await;
+    let email = &emails[0];
+    assert_eq!(email["rcpt_tos"], json!([OWNER]));
+    assert!(
+        header(email, "subject").starts_with("New conversation"),
+        "{email}"
+    );
+    assert_eq!(header(email, "auto-submitted"), "auto-generated");
+    let text = email["text"].as_str().unwrap();
+    assert!(text.contains("Is anyone reading this?"), "{text}");
+    assert!(
+        text.contains(&format!("{}/admin/#c={conversation}", app.url())),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn email_test_sends_through_the_relay_or_says_what_failed() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = relay.config_file(dir.path());
+    let run = |password: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+            .arg("--config")
+            .arg(&config)
+            .args(["email-test", "me@visitor.test"])
+            .env("NATTER_DATA_DIR", dir.path())
+            .env("NATTER_SMTP_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let sent = run(SMTP_PASSWORD);
+    let said = String::from_utf8_lossy(&sent.stdout);
+    assert!(
+        sent.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(said.contains("250"), "{said}");
+    assert_eq!(
+        relay.wait_for("mail", 1).await[0]["rcpt_tos"],
+        json!(["me@visitor.test"])
+    );
+    let refused = run("wrong");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(said.contains("authentication"), "{said}");
+}

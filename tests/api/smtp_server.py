@@ -15,6 +15,10 @@ import os
 import ssl
 import sys
 import threading
+import warnings
+
+# aiosmtpd warns about its own use of a deprecated attribute on every login.
+warnings.filterwarnings("ignore", message="Session.login_data")
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -31,7 +35,8 @@ def main():
             and auth_data.login.decode() == user
             and auth_data.password.decode() == password
         )
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers a failure with 535 itself.
+        return AuthResult(success=ok, handled=False)
 
     class Handler:
         async def handle_DATA(self, server, session, envelope):
