@@ -9,7 +9,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::helpers::*;
@@ -30,19 +29,7 @@ pub async fn start_natter(data_dir: &Path, listen: &str) -> (Child, SocketAddr) 
         .kill_on_drop(true)
         .spawn()
         .expect("the natter binary starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.split("listening on http://").nth(1) {
-                return url.trim().parse::<SocketAddr>().unwrap();
-            }
-        }
-        panic!("natter exited before listening");
-    })
-    .await
-    .expect("natter listens in time");
-    // Keep reading stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let address = listening_address(&mut child).await;
     (child, address)
 }
 

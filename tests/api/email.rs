@@ -464,18 +464,7 @@ impl Natter {
                 collected.lock().unwrap().push(line);
             }
         });
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let address = tokio::time::timeout(PATIENCE, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(url) = line.split("listening on http://").nth(1) {
-                    return url.trim().parse::<SocketAddr>().unwrap();
-                }
-            }
-            panic!("natter exited before listening");
-        })
-        .await
-        .expect("natter listens in time");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let address = listening_address(&mut child).await;
         Natter {
             child,
             address,

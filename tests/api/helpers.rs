@@ -468,3 +468,23 @@ pub async fn subscribed_admin(app: &TestApp, cookie: &str) -> Client {
 pub fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+/// The address a started natter binary says it listens on (its stdout's "listening on http://..." line). Reads its
+/// stdout from then on, so the child never blocks on a full pipe.
+pub async fn listening_address(child: &mut tokio::process::Child) -> SocketAddr {
+    use tokio::io::AsyncBufReadExt;
+    let stdout = child.stdout.take().expect("natter's stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let address = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.split("listening on http://").nth(1) {
+                return url.trim().parse::<SocketAddr>().unwrap();
+            }
+        }
+        panic!("natter exited before listening");
+    })
+    .await
+    .expect("natter listens in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    address
+}
