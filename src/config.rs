@@ -506,6 +506,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "NATTER_PUSH_ALLOW_LOOPBACK",
         "push.allow_loopback (1 or true; for tests only)",
     ),
+    (
+        "NATTER_SMTP_PASSWORD",
+        "the SMTP relay's password, instead of email.smtp_password_file",
+    ),
     ("RUST_LOG", "a log filter that wins over server.log"),
 ];
 
