@@ -22,7 +22,7 @@
 //! errors as HTTP, the admin and same-origin guards), `server` (listener and shutdown), `app` (shared state), `tls`
 //! (certificates and reload), `acme` (certificates from an ACME CA such as Let's Encrypt, renewed), `init` (the
 //! `--init` wizard), `invocation` (how the operator types natter from where they are), `backup` (backup, export, the
-//! control socket).
+//! control socket), `email` (replies to visitors who left and news for the owner, through an SMTP relay).
 //!
 //! The rule: a module uses only modules on the floors below its own, never one above or beside it, so arrows run one
 //! way and no two modules need each other (`scripts/import-circles` prints any circle that creeps back in):
