@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::app::App;
+use crate::config::Origin;
 use crate::error::ApiError;
 use crate::hub::{Channel, Outbound, Outlet};
 use crate::protocol::{self, AdminAction, ChannelName, Command, VisitorAction};
@@ -356,6 +357,12 @@ impl Connection {
                 }
             }
             VisitorAction::Visit { page } => {
+                // The owner's dashboard links to the page: only pages of the sites the widget is on.
+                if !page_on_widget_site(&app, &page.url) {
+                    return Err(no_id(ApiError::invalid(
+                        "the page must be on a site the chat is set up for (widget.allowed_origins)",
+                    )));
+                }
                 match store.conversation_of_token(&token_hash).map_err(no_id)? {
                     // The page the owner already sees: nothing to write, nothing to tell.
                     Some(conversation) if conversation.page.as_ref() == Some(&page) => {
@@ -568,6 +575,16 @@ fn visitor_of(app: &App, conversation_id: Uuid) -> Result<TokenHash, (ApiError, 
         .map_err(no_id)?
         .ok_or_else(|| (ApiError::not_found("no such conversation"), None))?;
     Ok(conversation.token_hash)
+}
+
+/// Whether a page URL is on one of the widget's sites (or natter's own demo page).
+fn page_on_widget_site(app: &App, url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    Origin::parse(&format!("{scheme}://{authority}"))
+        .is_ok_and(|origin| app.is_widget_origin(&origin))
 }
 
 /// What the visitor sees of their own conversation.

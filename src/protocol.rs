@@ -306,18 +306,28 @@ pub fn content_text(content: &str) -> Result<String, ApiError> {
     Ok(trimmed.to_string())
 }
 
+/// Characters an email address a visitor types never needs, and that would turn the owner's `mailto:` link into
+/// something else: `?` and `&` add headers (a hidden `bcc`), `%` escapes, `,` and `;` more recipients, a second `@`
+/// a second address; quotes, brackets and slashes have no place in a plain address either.
+const NOT_IN_AN_ADDRESS: &str = "?&%,;:\"()[]<>\\/@";
+
+/// A plain address: one `@`, a dotted domain, none of `NOT_IN_AN_ADDRESS` on either side.
 fn looks_like_email(email: &str) -> bool {
-    let Some((local, domain)) = email.rsplit_once('@') else {
+    let Some((local, domain)) = email.split_once('@') else {
         return false;
     };
+    let plain = |part: &str| {
+        !part.is_empty()
+            && !part
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || NOT_IN_AN_ADDRESS.contains(c))
+    };
     email.chars().count() <= MAX_EMAIL_CHARS
-        && !local.is_empty()
+        && plain(local)
+        && plain(domain)
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !email
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
 }
 
 // ---- server frames ----
@@ -527,6 +537,32 @@ mod tests {
             r#"{"action":"identify","name":"Ann","email":"nope"}"#
         ))
         .is_err());
+        // Regression (issue 15, item 10): the owner's mailto: link carried a hidden bcc.
+        for email in [
+            "a@b.example?bcc=x@evil.example",
+            "a@b.example&cc=x@evil.example",
+            "a@b.example,x@evil.example",
+            "a%40b@evil.example",
+            "\"a b\"@b.example",
+            "a@b@c.example",
+            "a@b.example/x",
+        ] {
+            let frame = message(&format!(
+                r#"{{"action":"identify","name":"Ann","email":{}}}"#,
+                serde_json::Value::from(email)
+            ));
+            assert!(parse_command(&frame).is_err(), "{email}");
+        }
+        for email in [
+            "ann.o'neil+chat@example.co.uk",
+            "jürgen@bücher.example",
+            "a_b-c@x.example",
+        ] {
+            let frame = message(&format!(
+                r#"{{"action":"identify","name":"Ann","email":"{email}"}}"#
+            ));
+            assert!(parse_command(&frame).is_ok(), "{email}");
+        }
         assert!(parse_command(&message(&format!(
             r#"{{"action":"identify","name":"{}"}}"#,
             "a".repeat(81)

@@ -71,9 +71,14 @@ async fn route(
             // logged by the browser as an error before the owner has done anything.
             let optional = request.uri().query() == Some("optional=1");
             match admin(&app.auth, &app.store, request.headers()) {
+                // The widget's sites: the dashboard links only to visitors' pages on them.
                 Ok((_, session)) => Ok(json_response(
                     StatusCode::OK,
-                    &json!({ "admin": true, "username": session.username }),
+                    &json!({
+                        "admin": true,
+                        "username": session.username,
+                        "allowed_origins": app.config.widget.allowed_origins,
+                    }),
                 )),
                 Err(_) if optional => Ok(json_response(StatusCode::OK, &json!({ "admin": false }))),
                 Err(error) => Err(error),

@@ -188,7 +188,10 @@ async fn logins_are_checked_throttled_and_ended_by_logout() {
     let session = app
         .http("GET", "/auth/session", &[("cookie", &cookie)], None)
         .await;
-    assert_eq!(session.json(), json!({"admin": true, "username": "admin"}));
+    assert_eq!(
+        session.json(),
+        json!({"admin": true, "username": "admin", "allowed_origins": [BLOG]})
+    );
     let mut admin = subscribed_admin(&app, &cookie).await;
     let logout = app.logout(&cookie).await;
     assert_eq!(logout.status, 200);

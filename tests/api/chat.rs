@@ -295,7 +295,7 @@ async fn identify_typing_read_and_visit_reach_the_other_side() {
     let mut admin = subscribed_admin(&app, &cookie).await;
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
 
-    visitor.perform(VISITOR_CHANNEL, json!({"action": "visit", "url": "https://blog.test/post", "title": "A post", "referrer": ""})).await;
+    visitor.perform(VISITOR_CHANNEL, json!({"action": "visit", "url": format!("{BLOG}/post"), "title": "A post", "referrer": ""})).await;
     visitor.speak("hi", uuid()).await;
     let message = admin.event("message").await;
     let conversation_id = message["conversation_id"].clone();
@@ -313,7 +313,7 @@ async fn identify_typing_read_and_visit_reach_the_other_side() {
     let identified = admin.event("conversation").await["conversation"].clone();
     assert_eq!(identified["visitor_name"], "Ada");
     assert_eq!(identified["email"], "ada@example.com");
-    assert_eq!(identified["page"]["url"], "https://blog.test/post");
+    assert_eq!(identified["page"]["url"], format!("{BLOG}/post"));
 
     visitor
         .perform(VISITOR_CHANNEL, json!({"action": "typing", "typing": true}))
@@ -361,9 +361,9 @@ async fn identify_typing_read_and_visit_reach_the_other_side() {
         (conversation_id.clone(), reply_id)
     );
 
-    visitor.perform(VISITOR_CHANNEL, json!({"action": "visit", "url": "https://blog.test/other", "title": "Other", "referrer": "https://blog.test/post"})).await;
+    visitor.perform(VISITOR_CHANNEL, json!({"action": "visit", "url": format!("{BLOG}/other"), "title": "Other", "referrer": "https://blog.test/post"})).await;
     let presence = admin.event("presence").await;
-    assert_eq!(presence["page"]["url"], "https://blog.test/other");
+    assert_eq!(presence["page"]["url"], format!("{BLOG}/other"));
     assert_eq!(presence["online"], true);
     drop(visitor);
     let gone = admin.event("presence").await;
@@ -514,4 +514,37 @@ async fn messages_page_backwards_through_the_rest_api() {
         .json();
     assert_eq!(list["conversations"][0]["last_message"], ids[6]);
     assert_eq!(list["conversations"][0]["unread_count"], 7);
+}
+
+/// Regression (issue 15, item 10): a visitor's page was any URL with any title, and the dashboard linked to it under
+/// that title. Now a page must be on one of the widget's sites.
+#[tokio::test]
+async fn a_page_elsewhere_than_the_widget_s_sites_is_refused() {
+    let app = spawn_app().await;
+    let cookie = app.login().await;
+    let mut admin = subscribed_admin(&app, &cookie).await;
+    let mut visitor = subscribed_visitor(&app, &uuid()).await;
+    visitor.speak("hi", uuid()).await;
+    visitor.event("message").await;
+    for url in [
+        "https://evil.example/login".to_string(),
+        format!("{BLOG}.evil.example/x"),
+        format!("http://user@{}/x", BLOG.trim_start_matches("http://")),
+        "javascript:alert(1)".to_string(),
+        "blog.test:8080/x".to_string(),
+    ] {
+        visitor
+            .perform(
+                VISITOR_CHANNEL,
+                json!({"action": "visit", "url": url, "title": "Your bank", "referrer": ""}),
+            )
+            .await;
+        let error = visitor.event("error").await;
+        assert_eq!(error["code"], "invalid", "{url}: {error}");
+    }
+    visitor
+        .perform(VISITOR_CHANNEL, json!({"action": "visit", "url": format!("{BLOG}/post?x=1#top"), "title": "A post", "referrer": ""}))
+        .await;
+    let presence = admin.event("presence").await;
+    assert_eq!(presence["page"]["url"], format!("{BLOG}/post?x=1#top"));
 }

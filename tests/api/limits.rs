@@ -88,7 +88,8 @@ async fn visitor_actions_are_throttled_and_repeats_reach_nobody() {
     let mut visitor = subscribed_visitor(&app, &uuid()).await;
     visitor.speak("hello", uuid()).await;
     visitor.event("message").await;
-    let page = json!({"action": "visit", "url": "https://blog.test/same", "title": "Same", "referrer": ""});
+    let page =
+        json!({"action": "visit", "url": format!("{BLOG}/same"), "title": "Same", "referrer": ""});
     for _ in 0..5 {
         visitor.perform(VISITOR_CHANNEL, page.clone()).await;
         visitor
@@ -111,7 +112,7 @@ async fn visitor_actions_are_throttled_and_repeats_reach_nobody() {
     assert_eq!((presences, typings), (1, 1), "one page, one typing");
 
     for index in 0..100 {
-        let page = json!({"action": "visit", "url": format!("https://blog.test/{index}"), "title": "T", "referrer": ""});
+        let page = json!({"action": "visit", "url": format!("{BLOG}/{index}"), "title": "T", "referrer": ""});
         visitor.perform(VISITOR_CHANNEL, page).await;
     }
     visitor.speak("marker two", uuid()).await;

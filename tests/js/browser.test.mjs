@@ -753,3 +753,44 @@ describe("dashboard as an installable app", () => {
     await context.close();
   });
 });
+
+describe("the outside security review (issue 15)", () => {
+  test("the dashboard shows the page's host, links only to the blog's pages and mails only plain addresses", async () => {
+    const visitor = await rawCable(`${natter.wsUrl}?token=${randomUUID()}`, { channel: "VisitorChannel", origin: blog.url });
+    visitor.perform("speak", { content: "about my account", client_id: randomUUID() });
+    await visitor.next((e) => e.type === "message", "the message stored");
+    visitor.perform("identify", { name: "Plain Address", email: "ada@example.com" });
+    await visitor.next((e) => e.type === "identified", "identified");
+    // The server refuses an address that would add a hidden bcc, and a page elsewhere than the blog.
+    visitor.perform("identify", { name: "Plain Address", email: "ada@example.com?bcc=x@evil.example" });
+    await visitor.next((e) => e.type === "error" && e.code === "invalid", "the address with a bcc refused");
+    visitor.perform("visit", { url: "https://evil.example/login", title: "Your bank", referrer: "" });
+    const refusals = () => visitor.events.filter((e) => e.type === "error" && e.code === "invalid").length;
+    await eventually(() => refusals() === 2, { message: "the page elsewhere refused" });
+    visitor.perform("visit", { url: `${blog.url}/post`, title: "Sign in to your bank", referrer: "" });
+
+    const admin = await newAdmin();
+    const item = dashboard(admin.page).conversations.filter({ hasText: "Plain Address" });
+    await count(item, 1, "the conversation in the list");
+    await item.locator("button").click();
+    const blogHost = new URL(blog.url).host;
+    const pageLink = admin.page.locator("#thread-meta a[target=_blank]");
+    await eventually(async () => (await pageLink.count()) === 1 && (await pageLink.textContent()).includes("Sign in"), { message: "the page link" });
+    assert.equal(await pageLink.getAttribute("href"), `${blog.url}/post`);
+    assert.ok((await pageLink.textContent()).startsWith(`${blogHost} — `), await pageLink.textContent());
+    assert.equal(await admin.page.locator("#thread-meta a[href^='mailto:']").getAttribute("href"), "mailto:ada@example.com");
+    visitor.close();
+    await admin.context.close();
+  });
+
+  test("log out everywhere ends the other dashboards too", async () => {
+    const laptop = await newAdmin();
+    const phone = await newAdmin();
+    await laptop.page.click("#logout-everywhere");
+    await laptop.page.locator("#login-form").waitFor();
+    await phone.page.locator("#login-form").waitFor({ timeout: 30000 });
+    assert.equal((await phone.page.request.get(`${natter.url}/auth/session`)).status(), 401, "the phone's cookie is dead");
+    await laptop.context.close();
+    await phone.context.close();
+  });
+});

@@ -39,6 +39,10 @@ function startApp() {
   });
   refreshConversations().catch(() => {});
   loadRefusedOrigins().catch(() => {});
+  api("/auth/session").then((session) => {
+    state.sites = session.allowed_origins || [];
+    render();
+  }, () => {});
   openFromHash();
   setupPush();
 }

@@ -2,6 +2,7 @@
 
 import { api } from "./api.js";
 import { $ } from "./state.js";
+import { toast } from "./toast.js";
 
 // Shows one of the page's three faces: "boot", "login" or "app".
 export function show(which) {
@@ -72,11 +73,21 @@ export function setupLogin({ signedIn, signedOut }) {
     }
   });
 
-  $("logout").addEventListener("click", async () => {
-    try {
-      await api("/auth/logout", { method: "POST", body: {} });
-    } catch (_) { /* the session is gone either way from this page's point of view */ }
-    signedOut();
-    showLogin();
-  });
+  // "Log out everywhere" ends every session of the owner (a lost phone, a shared computer) and closes every
+  // dashboard; if it fails, the sessions are still there, so the owner is told and stays signed in.
+  for (const [button, path] of [["logout", "/auth/logout"], ["logout-everywhere", "/auth/logout_everywhere"]]) {
+    $(button).addEventListener("click", async () => {
+      try {
+        await api(path, { method: "POST", body: {} });
+      } catch (e) {
+        if (button === "logout-everywhere" && e.status !== 401) {
+          toast(`Could not log out everywhere: ${e.message || "natter cannot be reached"}. Try again.`);
+          return;
+        }
+        /* a plain logout: the session is gone either way from this page's point of view */
+      }
+      signedOut();
+      showLogin();
+    });
+  }
 }

@@ -3,7 +3,7 @@
 
 import { el } from "../shared/dom.js";
 import { $, list, state } from "./state.js";
-import { avatar, pageLabel, visitorName } from "./visitor.js";
+import { avatar, mailtoHref, pageHref, pageLabel, visitorName } from "./visitor.js";
 
 const APP_TITLE = "natter";
 
@@ -43,21 +43,21 @@ function renderHeader() {
   const status = el("span", summary.online ? "status online" : "status", summary.online ? "Online" : "Offline");
   parts.push(status);
   if (summary.email) {
-    const mail = el("a", null, summary.email);
-    mail.href = `mailto:${summary.email}`;
+    const href = mailtoHref(summary.email);
+    const mail = el(href ? "a" : "span", null, summary.email);
+    if (href) mail.href = href;
     parts.push(mail);
   }
   const page = summary.page;
   if (page && page.url) {
-    let safe = false;
-    try { safe = /^https?:$/.test(new URL(page.url).protocol); } catch (_) { safe = false; }
     const label = pageLabel(page);
-    if (safe) {
+    const href = pageHref(page, state.sites);
+    if (href) {
       const link = el("a", null, label);
-      link.href = page.url;
+      link.href = href;
       link.target = "_blank";
       link.rel = "noopener noreferrer nofollow";
-      link.title = page.url;
+      link.title = href;
       parts.push(link);
     } else {
       parts.push(el("span", null, label));

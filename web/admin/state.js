@@ -17,6 +17,7 @@ export const state = {
   failed: new Map(), // client_id → reply the server refused; only a click retries it
   cable: null, // the socket while signed in
   started: false, // signed in and running
+  sites: [], // the origins the widget is on (widget.allowed_origins, from the session): the pages the dashboard links to
 };
 
 export const list = new ConversationList($("conversations"), (id) => { location.hash = `c=${encodeURIComponent(id)}`; });
