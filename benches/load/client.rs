@@ -51,8 +51,24 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> anyhow::Result<HttpAnswer> {
+    http_from(None, address, method, path, headers, body).await
+}
+
+/// One HTTP/1.1 request on a fresh connection from `source` (a loopback address, say), or from any address.
+pub async fn http_from(
+    source: Option<IpAddr>,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<HttpAnswer> {
     let exchange = async {
-        let stream = TcpStream::connect(address).await?;
+        let socket = TcpSocket::new_v4()?;
+        if let Some(source) = source {
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
+        let stream = socket.connect(address).await?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
@@ -94,21 +110,7 @@ pub async fn metrics(address: SocketAddr) -> anyhow::Result<HashMap<String, f64>
 }
 
 pub async fn login(endpoint: &Endpoint, password: &str) -> anyhow::Result<String> {
-    let body = json!({ "username": "admin", "password": password })
-        .to_string()
-        .into_bytes();
-    let headers = [
-        ("origin", endpoint.public_origin.as_str()),
-        ("content-type", "application/json"),
-    ];
-    let answer = http(
-        endpoint.address,
-        "POST",
-        "/auth/login",
-        &headers,
-        Some(body),
-    )
-    .await?;
+    let answer = login_attempt(endpoint, None, password).await?;
     if answer.status != 200 {
         bail!(
             "admin login answered {}: {}",
@@ -122,6 +124,30 @@ pub async fn login(endpoint: &Endpoint, password: &str) -> anyhow::Result<String
         .and_then(|value| value.to_str().ok())
         .ok_or_else(|| anyhow!("login set no cookie"))?;
     Ok(cookie.split(';').next().unwrap_or_default().to_string())
+}
+
+/// `POST /auth/login` as the dashboard sends it, from `source` when given.
+pub async fn login_attempt(
+    endpoint: &Endpoint,
+    source: Option<IpAddr>,
+    password: &str,
+) -> anyhow::Result<HttpAnswer> {
+    let body = json!({ "username": "admin", "password": password })
+        .to_string()
+        .into_bytes();
+    let headers = [
+        ("origin", endpoint.public_origin.as_str()),
+        ("content-type", "application/json"),
+    ];
+    http_from(
+        source,
+        endpoint.address,
+        "POST",
+        "/auth/login",
+        &headers,
+        Some(body),
+    )
+    .await
 }
 
 /// Where sockets go, and with which origins.

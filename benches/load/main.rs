@@ -12,15 +12,15 @@
 //!   fsynced) before it echoes it, with no parsing and nothing else (`--echo-server --echo-store FILE`).
 //!
 //! Scenarios: static figures (binary size, start-up, idle RSS, `widget.js` gzipped), idle capacity, visitor → admin
-//! latency at fixed open-loop rates, persisted throughput with closed-loop senders, and a reconnect storm after a
-//! restart. Each prints one Markdown table row with the command that reproduces it. docs/benchmark.md explains the
+//! latency at fixed open-loop rates, persisted throughput with closed-loop senders, a reconnect storm after a
+//! restart, and a burst of logins (the memory it takes and gives back). Each prints one Markdown table row with the command that reproduces it. docs/benchmark.md explains the
 //! figures. Every loop here is bounded in count and in time, so the benchmark always ends by itself.
 //!
 //! The files: `options` (the command line and the run's size), `natter` (the server process), `echo` and
 //! `echo_server` (the socket ceiling, as a child process and as the server it runs), `redb_ceiling` (the storage
 //! ceiling), `client` (dialing and the frames sent), `fleet` (open-loop sockets and their probe), `closed_loop`
 //! (senders that wait for each acknowledgement), `usage` (memory and CPU from `/proc`) and `report` (the table); one
-//! file per scenario: `static_figures`, `idle`, `latency`, `throughput`, `storm`.
+//! file per scenario: `static_figures`, `idle`, `latency`, `throughput`, `storm`, `logins`.
 
 mod client;
 mod closed_loop;
@@ -29,6 +29,7 @@ mod echo_server;
 mod fleet;
 mod idle;
 mod latency;
+mod logins;
 mod natter;
 mod options;
 mod redb_ceiling;
@@ -50,6 +51,7 @@ use crate::client::Endpoint;
 use crate::echo::EchoServer;
 use crate::idle::idle_row;
 use crate::latency::latency_rows;
+use crate::logins::login_burst_row;
 use crate::natter::{free_port, Natter, ADMIN_PASSWORD};
 use crate::options::{Options, Scenario, Size};
 use crate::report::Report;
@@ -154,6 +156,14 @@ async fn benchmark(options: Options) -> anyhow::Result<()> {
         None
     };
     let pid = natter.as_ref().map(Natter::pid);
+
+    // First after the static figures, so the memory before the burst is natter's idle memory.
+    if wanted(Scenario::Logins) {
+        match pid {
+            Some(pid) => login_burst_row(&mut report, &endpoint, pid).await?,
+            None => progress("login burst skipped: it reads natter's memory, so it needs natter started by the benchmark"),
+        }
+    }
 
     if wanted(Scenario::Idle) {
         let echo = echo.as_ref().expect("started above");

@@ -64,6 +64,7 @@ pub enum Scenario {
     Latency,
     Throughput,
     Storm,
+    Logins,
 }
 
 /// How big a run is. The default fits in a few minutes on a 2-core machine; `--large` takes longer and holds more.
