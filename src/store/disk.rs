@@ -24,6 +24,8 @@ pub(super) const SYNC_FAILED: &str = "natter.sync-failed";
 #[derive(Clone, Debug)]
 pub(super) enum Disk {
     File(PathBuf),
+    #[cfg(test)]
+    Simulated(super::simulated_disk::SimulatedDisk),
 }
 
 impl Disk {
@@ -39,6 +41,8 @@ impl Disk {
                     .open(path)?;
                 Box::new(redb::backends::FileBackend::new(file).map_err(io::Error::other)?)
             }
+            #[cfg(test)]
+            Disk::Simulated(disk) => Box::new(disk.clone()),
         };
         Ok(Watched {
             backend,

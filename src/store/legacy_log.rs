@@ -212,6 +212,8 @@ fn apply<K: Key + 'static, V: Value + 'static>(
 /// Writes logs as earlier natters did, for the tests of the upgrade.
 #[cfg(test)]
 pub(super) mod old_format {
+    use std::path::Path;
+
     use super::{HEADER_LEN, MAGIC};
 
     /// The tables' numbers in a record.
@@ -254,11 +256,85 @@ pub(super) mod old_format {
         assert_eq!(bytes.len() as u64, HEADER_LEN);
         bytes
     }
+
+    /// A store as an earlier natter left it after a crash: `natter.redb` at its last checkpoint with one conversation
+    /// of three messages, and beside it a log of two batches it acknowledged after that (a fourth message, then a new
+    /// visitor name), and the torn start of a third that was never acknowledged.
+    pub async fn store_with_log(dir: &Path) -> (crate::store::Appended, uuid::Uuid) {
+        use crate::store::{hash_token, record, Store};
+        let store = Store::open(dir).unwrap();
+        let mut last = None;
+        for index in 0..3 {
+            last = Some(
+                store
+                    .speak(
+                        hash_token("alice"),
+                        format!("m{index}"),
+                        uuid::Uuid::now_v7(),
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        let last = last.unwrap();
+        let store_id: [u8; 16] = store.meta("store_id").unwrap().unwrap().try_into().unwrap();
+        store.close().await;
+        let client_id = uuid::Uuid::now_v7();
+        let mut message = last.message.clone();
+        message.id = 4;
+        message.content = "in the log".into();
+        message.client_id = Some(client_id);
+        let mut conversation = last.conversation.clone();
+        conversation.last_message_id = Some(4);
+        conversation.unread_count = 4;
+        let key = conversation.id.as_u128();
+        let mut first = Vec::new();
+        let json = serde_json::to_vec(&message).unwrap();
+        push_change(&mut first, MESSAGES, &4u64.to_le_bytes(), Some(&json));
+        let mut client_key = client_id.as_u128().to_le_bytes().to_vec();
+        client_key.extend_from_slice(&key.to_le_bytes());
+        push_change(
+            &mut first,
+            CLIENT_IDS,
+            &client_key,
+            Some(&4u64.to_le_bytes()),
+        );
+        let mut bytes = Vec::new();
+        record::encode(&conversation, &mut bytes);
+        push_change(&mut first, CONVERSATIONS, &key.to_le_bytes(), Some(&bytes));
+        push_change(
+            &mut first,
+            META,
+            b"next_message_id",
+            Some(&5u64.to_le_bytes()),
+        );
+        push_change(&mut first, META, b"wal_seq", Some(&1u64.to_le_bytes()));
+        conversation.visitor_name = Some("Ada".into());
+        let mut second = Vec::new();
+        bytes.clear();
+        record::encode(&conversation, &mut bytes);
+        push_change(&mut second, CONVERSATIONS, &key.to_le_bytes(), Some(&bytes));
+        push_change(&mut second, META, b"wal_seq", Some(&2u64.to_le_bytes()));
+        let mut log = header(store_id);
+        push_record(&mut log, 1, &first);
+        push_record(&mut log, 2, &second);
+        let mut torn = Vec::new();
+        push_change(
+            &mut torn,
+            VISITOR_TOKENS,
+            &[9; 32],
+            Some(&key.to_le_bytes()),
+        );
+        push_record(&mut log, 3, &torn);
+        log.truncate(log.len() - 3);
+        std::fs::write(dir.join(super::FILE_NAME), log).unwrap();
+        (last, client_id)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::old_format::{self, header, push_change, push_record};
+    use super::old_format::{self, header, push_change, push_record, store_with_log};
     use super::{replay, StoreError, FILE_NAME};
     use redb::Database;
     use redb::ReadableTable;
@@ -318,105 +394,6 @@ mod tests {
             .open_table(crate::store::schema::MESSAGES)
             .unwrap();
         assert_eq!(messages.get(5).unwrap().unwrap().value(), b"{}");
-    }
-
-    /// A store as an earlier natter left it after a crash: `natter.redb` at its last checkpoint with one conversation
-    /// of three messages, and beside it a log of two batches it acknowledged after that (a fourth message, then a new
-    /// visitor name), and the torn start of a third that was never acknowledged.
-    async fn store_with_log(dir: &Path) -> (crate::store::Appended, uuid::Uuid) {
-        use crate::store::{hash_token, record, Store};
-        let store = Store::open(dir).unwrap();
-        let mut last = None;
-        for index in 0..3 {
-            last = Some(
-                store
-                    .speak(
-                        hash_token("alice"),
-                        format!("m{index}"),
-                        uuid::Uuid::now_v7(),
-                    )
-                    .await
-                    .unwrap(),
-            );
-        }
-        let last = last.unwrap();
-        let store_id: [u8; 16] = store.meta("store_id").unwrap().unwrap().try_into().unwrap();
-        store.close().await;
-        let client_id = uuid::Uuid::now_v7();
-        let mut message = last.message.clone();
-        message.id = 4;
-        message.content = "in the log".into();
-        message.client_id = Some(client_id);
-        let mut conversation = last.conversation.clone();
-        conversation.last_message_id = Some(4);
-        conversation.unread_count = 4;
-        let key = conversation.id.as_u128();
-        let mut first = Vec::new();
-        let json = serde_json::to_vec(&message).unwrap();
-        push_change(
-            &mut first,
-            old_format::MESSAGES,
-            &4u64.to_le_bytes(),
-            Some(&json),
-        );
-        let mut client_key = client_id.as_u128().to_le_bytes().to_vec();
-        client_key.extend_from_slice(&key.to_le_bytes());
-        push_change(
-            &mut first,
-            old_format::CLIENT_IDS,
-            &client_key,
-            Some(&4u64.to_le_bytes()),
-        );
-        let mut bytes = Vec::new();
-        record::encode(&conversation, &mut bytes);
-        push_change(
-            &mut first,
-            old_format::CONVERSATIONS,
-            &key.to_le_bytes(),
-            Some(&bytes),
-        );
-        push_change(
-            &mut first,
-            old_format::META,
-            b"next_message_id",
-            Some(&5u64.to_le_bytes()),
-        );
-        push_change(
-            &mut first,
-            old_format::META,
-            b"wal_seq",
-            Some(&1u64.to_le_bytes()),
-        );
-        conversation.visitor_name = Some("Ada".into());
-        let mut second = Vec::new();
-        bytes.clear();
-        record::encode(&conversation, &mut bytes);
-        push_change(
-            &mut second,
-            old_format::CONVERSATIONS,
-            &key.to_le_bytes(),
-            Some(&bytes),
-        );
-        push_change(
-            &mut second,
-            old_format::META,
-            b"wal_seq",
-            Some(&2u64.to_le_bytes()),
-        );
-        let mut log = header(store_id);
-        push_record(&mut log, 1, &first);
-        push_record(&mut log, 2, &second);
-        let mut torn = Vec::new();
-        push_change(
-            &mut torn,
-            old_format::VISITOR_TOKENS,
-            &[9; 32],
-            Some(&key.to_le_bytes()),
-        );
-        push_record(&mut log, 3, &torn);
-        log.truncate(log.len() - 3);
-        std::fs::write(dir.join(FILE_NAME), log).unwrap();
-        (last, client_id)
     }
 
     #[tokio::test]

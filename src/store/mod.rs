@@ -28,10 +28,14 @@ mod email;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod legacy_log;
+#[cfg(test)]
+mod power_cuts;
 mod push_subscriptions;
 mod record;
 mod schema;
 mod sessions;
+#[cfg(test)]
+mod simulated_disk;
 mod snapshot;
 mod writer;
 
@@ -117,6 +121,30 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Makes a new, empty store at `path` under another name and renames it into place once it is whole and durable: a
+/// power cut while redb writes a new file's first header would leave a file that is not a store, and natter would
+/// refuse to start on it (the power-cut simulation found that; a store's later headers never tear that way).
+fn create_whole(path: &Path) -> anyhow::Result<()> {
+    let new = path.with_extension("redb.new");
+    match std::fs::remove_file(&new) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
+        _ => {}
+    }
+    create_private(&new)?;
+    {
+        let database = redb::Database::create(&new)?;
+        let transaction = database.begin_write()?;
+        transaction.open_table(META)?;
+        transaction.commit()?;
+    }
+    std::fs::File::open(&new)?.sync_all()?;
+    std::fs::rename(&new, path)?;
+    if let Some(directory) = path.parent() {
+        sync_directory(directory);
+    }
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct Store {
     file: Arc<StoreFile>,
@@ -141,9 +169,11 @@ impl Store {
             )
         })?;
         let path = data_dir.join("natter.redb");
-        create_private(&path).map_err(|error| {
-            anyhow::anyhow!("cannot create the store {}: {error}", path.display())
-        })?;
+        if std::fs::metadata(&path).map_or(true, |metadata| metadata.len() == 0) {
+            create_whole(&path).map_err(|error| {
+                anyhow::anyhow!("cannot create the store {}: {error:#}", path.display())
+            })?;
+        }
         Store::open_on(Disk::File(path), data_dir)
     }
 
@@ -156,14 +186,24 @@ impl Store {
             )
         })?;
         let sync_failed = Arc::new(AtomicBool::new(false));
-        let database = writer::open_database(&disk, &sync_failed).map_err(|error| match error {
+        let database = writer::open_database(&disk, &sync_failed).map_err(|error| {
+            if sync_failed.load(std::sync::atomic::Ordering::SeqCst) {
+                disk::mark_sync_failed(data_dir);
+            }
+            match error {
             redb::DatabaseError::DatabaseAlreadyOpen => anyhow::anyhow!(
                 "{} is already open in another natter process; stop it first (one process per data dir)",
                 path.display()
             ),
             other => anyhow::anyhow!("cannot open the store {}: {other}", path.display()),
-        })?;
-        schema::prepare(&database, &data_dir.join(legacy_log::FILE_NAME))?;
+        }})?;
+        if let Err(error) = schema::prepare(&database, &data_dir.join(legacy_log::FILE_NAME)) {
+            if sync_failed.load(std::sync::atomic::Ordering::SeqCst) {
+                // As when the writer's sync fails (`disk`): the next start must write the store back first.
+                disk::mark_sync_failed(data_dir);
+            }
+            return Err(error);
+        }
         let (failed, failed_receiver) = watch::channel(false);
         let file = Arc::new(StoreFile {
             database: RwLock::new(Some(Arc::new(database))),

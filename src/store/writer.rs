@@ -58,6 +58,10 @@ pub(super) struct Job {
 
 pub(super) enum Command {
     Write(Job),
+    /// Writes that go into one batch together, whatever else is queued: the power-cut simulation (`power_cuts`) uses
+    /// it to commit the same batches on every run of a seed.
+    #[cfg(test)]
+    Group(Vec<Job>),
     /// Commit what came before, answer, and end the writer thread.
     Stop(oneshot::Sender<()>),
 }
@@ -163,6 +167,11 @@ impl Writer<'_> {
             while let Some(command) = next.take() {
                 match command {
                     Command::Write(job) => batch.push(job),
+                    #[cfg(test)]
+                    Command::Group(jobs) => {
+                        batch.extend(jobs);
+                        break;
+                    }
                     Command::Stop(done) => {
                         stop = Some(done);
                         break;
