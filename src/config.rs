@@ -78,6 +78,12 @@ pub struct TlsConfig {
     /// A PEM file of CA certificates trusted, besides the web's roots, for the ACME directory's own HTTPS (a
     /// private CA, tests); empty: none.
     pub acme_ca_root: PathBuf,
+    /// The key identifier of an external account binding (RFC 8555 section 7.3.4), for a CA that issues only to
+    /// accounts it knows (ZeroSSL, company CAs); with `acme_eab_hmac_key`, or both empty.
+    pub acme_eab_kid: String,
+    /// The binding's HMAC key, base64url as the CA hands it out. A secret: never logged; `NATTER_ACME_EAB_HMAC_KEY`
+    /// keeps it out of the config file.
+    pub acme_eab_hmac_key: Secret,
 }
 
 /// Let's Encrypt's directories, which `tls.acme_directory` names by alias.
@@ -94,7 +100,31 @@ impl TlsConfig {
             url => url,
         }
     }
+
+    /// The external account binding, when both keys are set: the key identifier and the HMAC key's bytes. The
+    /// error names the keys at fault and never shows the HMAC key.
+    pub fn acme_external_account(&self) -> Result<Option<(String, Vec<u8>)>, String> {
+        let (kid, key) = (self.acme_eab_kid.trim(), self.acme_eab_hmac_key.0.trim());
+        match (kid.is_empty(), key.is_empty()) {
+            (true, true) => return Ok(None),
+            (false, false) => {}
+            _ => return Err("tls.acme_eab_kid and tls.acme_eab_hmac_key go together: set both to the external account binding credentials your CA gives you (the HMAC key also as NATTER_ACME_EAB_HMAC_KEY), or neither".into()),
+        }
+        if kid.len() > MAX_EAB_LENGTH || key.len() > MAX_EAB_LENGTH {
+            return Err(format!("tls.acme_eab_kid and tls.acme_eab_hmac_key are at most {MAX_EAB_LENGTH} characters each; copy them exactly as the CA shows them"));
+        }
+        use base64ct::Encoding;
+        // CAs show the key base64url without padding; a copy with padding is taken too.
+        let bytes = base64ct::Base64UrlUnpadded::decode_vec(key.trim_end_matches('='))
+            .ok()
+            .filter(|bytes| !bytes.is_empty())
+            .ok_or("tls.acme_eab_hmac_key is not base64url (letters, digits, - and _): copy the HMAC key exactly as the CA shows it")?;
+        Ok(Some((kid.to_string(), bytes)))
+    }
 }
+
+/// The longest external account binding key identifier or HMAC key natter takes; CAs' are under 100 characters.
+const MAX_EAB_LENGTH: usize = 1024;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -222,7 +252,8 @@ pub struct EmailConfig {
 }
 
 /// A secret that `Debug` does not print.
-#[derive(Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(transparent)]
 pub struct Secret(pub String);
 
 impl fmt::Debug for Secret {
@@ -271,6 +302,8 @@ impl Default for TlsConfig {
             acme_email: String::new(),
             acme_directory: "letsencrypt".into(),
             acme_ca_root: PathBuf::new(),
+            acme_eab_kid: String::new(),
+            acme_eab_hmac_key: Secret::default(),
         }
     }
 }
@@ -503,6 +536,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("NATTER_LOG", "server.log, e.g. info or natter=debug"),
     ("NATTER_METRICS_TOKEN", "metrics.token"),
     (
+        "NATTER_ACME_EAB_HMAC_KEY",
+        "tls.acme_eab_hmac_key, the ACME external account binding's secret",
+    ),
+    (
         "NATTER_PUSH_ALLOW_LOOPBACK",
         "push.allow_loopback (1 or true; for tests only)",
     ),
@@ -624,6 +661,9 @@ impl Config {
         }
         if let Some(password) = get("NATTER_SMTP_PASSWORD") {
             self.email.smtp_password = Secret(password.clone());
+        }
+        if let Some(key) = get("NATTER_ACME_EAB_HMAC_KEY") {
+            self.tls.acme_eab_hmac_key = Secret(key.clone());
         }
         if let Some(allow) = get("NATTER_PUSH_ALLOW_LOOPBACK") {
             self.push.allow_loopback = allow == "1" || allow == "true";
@@ -799,6 +839,9 @@ impl Config {
         if !url.starts_with("https://") || url.len() > 2048 {
             anyhow::bail!("tls.acme_directory must be \"letsencrypt\", \"letsencrypt-staging\" or an https:// URL of an ACME directory, not {:?}", self.tls.acme_directory);
         }
+        self.tls
+            .acme_external_account()
+            .map_err(anyhow::Error::msg)?;
         Ok(())
     }
 
@@ -950,5 +993,52 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("NATTER_LISTEN"));
+    }
+
+    #[test]
+    fn an_external_account_binding_needs_both_keys_a_base64url_key_and_takes_the_key_from_the_environment(
+    ) {
+        let acme = "[server]\npublic_url = \"https://chat.example.com\"\n[tls]\nmode = \"acme\"\n";
+        let load = |text: &str, environment: &[(&str, &str)]| {
+            let path = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(path.path(), format!("{acme}{text}")).unwrap();
+            let environment = environment
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect();
+            Config::load(Some(path.path()), &environment, &Overrides::default())
+                .map_err(|error| error.to_string())
+        };
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.tls.acme_external_account(), Ok(None));
+        let secret = "c2VjcmV0LWhtYWMta2V5LWZvci10ZXN0cw";
+        let alone = load(&format!("acme_eab_hmac_key = \"{secret}\"\n"), &[]).unwrap_err();
+        assert!(
+            alone.contains("tls.acme_eab_kid") && alone.contains("both"),
+            "{alone}"
+        );
+        assert!(!alone.contains(secret));
+        let error = load("acme_eab_kid = \"kid-1\"\n", &[]).unwrap_err();
+        assert!(error.contains("go together"), "{error}");
+        let bad = "not+base64/at all!";
+        let error = load(
+            &format!("acme_eab_kid = \"kid-1\"\nacme_eab_hmac_key = \"{bad}\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(error.contains("is not base64url"), "{error}");
+        assert!(!error.contains(bad));
+        let config = load(
+            "acme_eab_kid = \"kid-1\"\n",
+            &[("NATTER_ACME_EAB_HMAC_KEY", &format!("{secret}=="))],
+        )
+        .unwrap();
+        assert_eq!(
+            config.tls.acme_external_account(),
+            Ok(Some((
+                "kid-1".to_string(),
+                b"secret-hmac-key-for-tests".to_vec()
+            )))
+        );
     }
 }

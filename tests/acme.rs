@@ -2,7 +2,8 @@
 //! pebble-challtestsrv (its DNS server, answering 127.0.0.1 for every name), all on loopback: natter obtains a
 //! certificate through TLS-ALPN-01 and through HTTP-01, a client that trusts only Pebble's root gets `/healthz` and
 //! a `wss://` socket, a restart serves the stored certificate without a new order, a renewal swaps the certificate
-//! under an open socket, and a validation that fails is logged, retried with backoff, and costs nothing served.
+//! under an open socket, a validation that fails is logged, retried with backoff, and costs nothing served, and a
+//! CA that requires an external account binding is told the two keys and then issues.
 //!
 //! These tests run the real binary with a config file, as an operator would, and read its log. Pebble keeps its
 //! default rejection of 5% of nonces (a real CA sends `badNonce` too); `PEBBLE_VA_NOSLEEP=1` keeps validation fast.
@@ -23,6 +24,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::json;
 use tokio::net::TcpStream;
 
 const NATTER: &str = env!("CARGO_BIN_EXE_natter");
@@ -117,13 +119,13 @@ struct Pebble {
 }
 
 impl Pebble {
-    /// Pebble validates TLS-ALPN-01 on `tls_port` and HTTP-01 on `http_port` of 127.0.0.1; `environment` adds
-    /// Pebble variables; `validity` shortens its certificates' lifetime (seconds).
+    /// Pebble validates TLS-ALPN-01 on `tls_port` and HTTP-01 on `http_port` of 127.0.0.1; `settings` (a JSON
+    /// object) adds to its config, e.g. `certificateValidityPeriod`; `environment` adds Pebble variables.
     fn start(
         temp: &Path,
         tls_port: u16,
         http_port: u16,
-        validity: Option<u64>,
+        settings: serde_json::Value,
         environment: &[(&str, &str)],
     ) -> Pebble {
         let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -154,8 +156,8 @@ impl Pebble {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});
-        if let Some(validity) = validity {
-            config["pebble"]["certificateValidityPeriod"] = validity.into();
+        for (key, value) in settings.as_object().unwrap() {
+            config["pebble"][key] = value.clone();
         }
         let config_path = temp.join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
@@ -262,18 +264,11 @@ struct Natter {
 }
 
 impl Natter {
-    fn start(
-        data_dir: &Path,
-        pebble: &Pebble,
-        tls_port: u16,
-        redirect_port: Option<u16>,
-    ) -> Natter {
+    /// `tls` adds lines to the `[tls]` section.
+    fn start(data_dir: &Path, pebble: &Pebble, tls_port: u16, tls: &str) -> Natter {
         let address = SocketAddr::from(([127, 0, 0, 1], tls_port));
-        let redirect = redirect_port
-            .map(|port| format!("redirect_listen = \"127.0.0.1:{port}\"\n"))
-            .unwrap_or_default();
         let config = format!(
-            "[server]\nlisten = \"{address}\"\npublic_url = \"https://{DOMAIN}:{tls_port}\"\ndata_dir = {data_dir:?}\nlog = \"info\"\n\n[widget]\nallowed_origins = [\"{BLOG}\"]\n\n[tls]\nmode = \"acme\"\nacme_email = \"owner@natter.test\"\nacme_directory = \"{}\"\nacme_ca_root = {:?}\n{redirect}",
+            "[server]\nlisten = \"{address}\"\npublic_url = \"https://{DOMAIN}:{tls_port}\"\ndata_dir = {data_dir:?}\nlog = \"info\"\n\n[widget]\nallowed_origins = [\"{BLOG}\"]\n\n[tls]\nmode = \"acme\"\nacme_email = \"owner@natter.test\"\nacme_directory = \"{}\"\nacme_ca_root = {:?}\n{tls}\n",
             pebble.directory, pebble.api_root
         );
         let config_path = data_dir.with_extension("toml");
@@ -496,11 +491,11 @@ fn metric(text: &str, name: &str) -> u64 {
 async fn tls_alpn_01_gives_a_trusted_certificate_and_a_restart_reuses_it_without_a_new_order() {
     let temp = tempfile::tempdir().unwrap();
     let tls_port = free_port();
-    let pebble = Pebble::start(temp.path(), tls_port, free_port(), None, &[]);
+    let pebble = Pebble::start(temp.path(), tls_port, free_port(), json!({}), &[]);
     pebble.ready().await;
     let data_dir = temp.path().join("data");
     let started = Instant::now();
-    let natter = Natter::start(&data_dir, &pebble, tls_port, None);
+    let natter = Natter::start(&data_dir, &pebble, tls_port, "");
     let roots = pebble.root().await;
     let leaf = natter.trusted_certificate(&roots, None).await;
     eprintln!(
@@ -545,7 +540,7 @@ async fn tls_alpn_01_gives_a_trusted_certificate_and_a_restart_reuses_it_without
     assert!(orders >= 1);
     drop(socket);
     drop(natter);
-    let mut natter = Natter::start(&data_dir, &pebble, tls_port, None);
+    let mut natter = Natter::start(&data_dir, &pebble, tls_port, "");
     natter
         .log
         .wait_for("ACME: serving the stored certificate", 1)
@@ -567,13 +562,13 @@ async fn http_01_on_the_redirect_listener_gives_a_trusted_certificate() {
     let temp = tempfile::tempdir().unwrap();
     let (tls_port, http_port) = (free_port(), free_port());
     // Pebble's TLS-ALPN-01 port leads nowhere: only HTTP-01 can succeed.
-    let pebble = Pebble::start(temp.path(), free_port(), http_port, None, &[]);
+    let pebble = Pebble::start(temp.path(), free_port(), http_port, json!({}), &[]);
     pebble.ready().await;
     let natter = Natter::start(
         &temp.path().join("data"),
         &pebble,
         tls_port,
-        Some(http_port),
+        &format!("redirect_listen = \"127.0.0.1:{http_port}\""),
     );
     let roots = pebble.root().await;
     natter.trusted_certificate(&roots, None).await;
@@ -594,11 +589,11 @@ async fn renewal_swaps_the_certificate_under_an_open_socket_and_a_failed_one_kee
         temp.path(),
         tls_port,
         free_port(),
-        Some(20),
+        json!({"certificateValidityPeriod": 20}),
         &[("PEBBLE_AUTHZREUSE", "0")],
     );
     pebble.ready().await;
-    let mut natter = Natter::start(&temp.path().join("data"), &pebble, tls_port, None);
+    let mut natter = Natter::start(&temp.path().join("data"), &pebble, tls_port, "");
     let roots = pebble.root().await;
     let first = natter.trusted_certificate(&roots, None).await;
     let mut socket = visitor_over_wss(&natter, &roots).await;
@@ -629,6 +624,70 @@ async fn renewal_swaps_the_certificate_under_an_open_socket_and_a_failed_one_kee
         .await;
     assert!(again.contains("next attempt in 40s"), "{again}");
     assert!(natter.running(), "natter keeps running");
+}
+
+#[tokio::test]
+async fn a_ca_that_requires_an_external_account_binding_gets_it_from_the_two_keys() {
+    let temp = tempfile::tempdir().unwrap();
+    let tls_port = free_port();
+    // Made for this test; Pebble takes base64url without padding, as ZeroSSL hands it out.
+    let hmac_key = "ZPs5qkhkjtx1btfbzNbXgJdOugT2T-Kd5o1Hv0dNEkj4Uhd7k2jw7PnShBaNjtAS";
+    let pebble = Pebble::start(
+        temp.path(),
+        tls_port,
+        free_port(),
+        json!({"externalAccountBindingRequired": true, "externalAccountMACKeys": {"kid-1": hmac_key}}),
+        &[],
+    );
+    pebble.ready().await;
+    let data_dir = temp.path().join("data");
+
+    // Without the keys: one line that names them, and natter keeps running and retrying.
+    let mut natter = Natter::start(&data_dir, &pebble, tls_port, "");
+    let said = natter
+        .log
+        .wait_for("ACME: this CA requires an external account binding", 1)
+        .await;
+    assert!(
+        said.contains("set tls.acme_eab_kid and tls.acme_eab_hmac_key")
+            && said.contains("next attempt in 10s"),
+        "{said}"
+    );
+    assert!(natter.running());
+    drop(natter);
+
+    // A key the CA does not know for kid-1 is refused, and said so.
+    let wrong = "AAAAqkhkjtx1btfbzNbXgJdOugT2T-Kd5o1Hv0dNEkj4Uhd7k2jw7PnShBaNjtAS";
+    let mut natter = Natter::start(
+        &data_dir,
+        &pebble,
+        tls_port,
+        &format!("acme_eab_kid = \"kid-1\"\nacme_eab_hmac_key = \"{wrong}\""),
+    );
+    let said = natter
+        .log
+        .wait_for("ACME: the CA refused natter's external account binding", 1)
+        .await;
+    assert!(said.contains("check tls.acme_eab_kid"), "{said}");
+    assert!(natter.running());
+    drop(natter);
+
+    // With them, the account is bound and the certificate served; the HMAC key appears in no log line.
+    let natter = Natter::start(
+        &data_dir,
+        &pebble,
+        tls_port,
+        &format!("acme_eab_kid = \"kid-1\"\nacme_eab_hmac_key = \"{hmac_key}\""),
+    );
+    let roots = pebble.root().await;
+    natter.trusted_certificate(&roots, None).await;
+    let said = natter.log.wait_for("ACME: account created", 1).await;
+    assert!(
+        said.contains("bound to the external account \"kid-1\""),
+        "{said}"
+    );
+    assert!(!natter.log.text().contains(hmac_key));
+    assert!(!natter.log.text().contains(wrong));
 }
 
 #[test]

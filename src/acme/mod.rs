@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use instant_acme::{Account, NewAccount};
+use instant_acme::{Account, ExternalAccountKey, NewAccount};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
@@ -80,6 +80,8 @@ pub struct Acme {
     email: String,
     /// `tls.acme_ca_root`.
     ca_root: PathBuf,
+    /// `tls.acme_eab_kid` and the HMAC key: sent only when natter makes its account, which it then keeps.
+    external_account: Option<(String, ExternalAccountKey)>,
     /// The validity of the certificate served now, when it is the one the config asks for.
     current: Option<Validity>,
 }
@@ -96,6 +98,11 @@ impl Acme {
     ) -> anyhow::Result<Acme> {
         // Checks tls.acme_ca_root now, so that a wrong path stops natter at start rather than at the first order.
         drop(AcmeHttp::new(&config.tls.acme_ca_root)?);
+        let external_account = config
+            .tls
+            .acme_external_account()
+            .map_err(anyhow::Error::msg)?
+            .map(|(kid, key)| (kid.clone(), ExternalAccountKey::new(kid, &key)));
         let mut acme = Acme {
             status,
             tls,
@@ -106,6 +113,7 @@ impl Acme {
             challenges: Challenge::in_order(public_origin, redirect),
             email: config.tls.acme_email.clone(),
             ca_root: config.tls.acme_ca_root.clone(),
+            external_account,
             current: None,
         };
         match acme.state.certificate() {
@@ -339,17 +347,23 @@ impl Acme {
                     only_return_existing: false,
                 },
                 self.directory.clone(),
-                None,
+                self.external_account.as_ref().map(|(_, key)| key),
             )
             .await
-            .map_err(|error| Failure::request("creating the account", &self.directory, error))?;
+            .map_err(|error| {
+                Failure::creating_account(&self.directory, error, self.external_account.is_some())
+            })?;
         self.save_account(&StoredAccount {
             directory: self.directory.clone(),
             email: self.email.clone(),
             credentials,
         });
+        let binding = match &self.external_account {
+            Some((kid, _)) => format!(", bound to the external account {kid:?}"),
+            None => String::new(),
+        };
         tracing::info!(
-            "ACME: account created at {} ({})",
+            "ACME: account created at {} ({}{binding})",
             self.directory,
             account.id()
         );

@@ -56,13 +56,25 @@ impl Failure {
         }
     }
 
+    /// Making the account failed. With an external account binding, `unauthorized` or `malformed` is the CA
+    /// refusing the binding (not an account natter had).
+    pub fn creating_account(directory: &str, error: instant_acme::Error, binding: bool) -> Failure {
+        match &error {
+            instant_acme::Error::Api(problem)
+                if binding && matches!(kind(problem), "unauthorized" | "malformed") =>
+            {
+                Failure::new(format!(
+                    "the CA refused natter's external account binding ({}): check tls.acme_eab_kid and tls.acme_eab_hmac_key against the credentials the CA gave you",
+                    problem.detail.as_deref().unwrap_or("no detail")
+                ))
+            }
+            _ => Failure::request("creating the account", directory, error),
+        }
+    }
+
     /// A problem document from the CA (`domain` and `challenge`: the validation it is about).
     fn problem(problem: &Problem, validation: Option<(&str, Challenge)>) -> Failure {
-        let kind = problem
-            .r#type
-            .as_deref()
-            .unwrap_or("")
-            .trim_start_matches("urn:ietf:params:acme:error:");
+        let kind = kind(problem);
         let detail = problem.detail.as_deref().unwrap_or("no detail");
         let (domain, port, challenge) = match validation {
             Some((domain, challenge)) => (domain, challenge.port(), challenge.name()),
@@ -77,7 +89,7 @@ impl Failure {
             "rateLimited" => format!("rate-limited by the CA ({detail}); natter waits before it asks again"),
             "invalidContact" | "unsupportedContact" => format!("the CA refused the contact address ({detail}): fix or empty tls.acme_email"),
             "rejectedIdentifier" => format!("the CA will not issue a certificate for these names ({detail}): check tls.acme_domains and server.public_url"),
-            "externalAccountRequired" => format!("this CA requires an external account binding, which natter does not support ({detail}): choose another tls.acme_directory"),
+            "externalAccountRequired" => format!("this CA requires an external account binding ({detail}): set tls.acme_eab_kid and tls.acme_eab_hmac_key to the EAB credentials from your account with the CA (for ZeroSSL: its dashboard, Developer), then restart natter"),
             "" => format!("the CA answered: {detail}"),
             other => format!("the CA answered {other}: {detail}"),
         };
@@ -89,6 +101,15 @@ impl Failure {
                 && matches!(kind, "accountDoesNotExist" | "unauthorized"),
         }
     }
+}
+
+/// The problem's type without the `urn:ietf:params:acme:error:` prefix, e.g. `rateLimited`.
+fn kind(problem: &Problem) -> &str {
+    problem
+        .r#type
+        .as_deref()
+        .unwrap_or("")
+        .trim_start_matches("urn:ietf:params:acme:error:")
 }
 
 /// Orders a certificate for `domains`, answering with `challenge`. The challenge answers are withdrawn however the
@@ -269,6 +290,11 @@ mod tests {
             ("invalidContact", None, "fix or empty tls.acme_email"),
             ("rejectedIdentifier", None, "check tls.acme_domains"),
             ("accountDoesNotExist", None, "makes a new one"),
+            (
+                "externalAccountRequired",
+                None,
+                "set tls.acme_eab_kid and tls.acme_eab_hmac_key",
+            ),
         ] {
             let failure = Failure::problem(&problem(kind, "until then"), validation);
             assert!(
