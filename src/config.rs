@@ -1040,5 +1040,6 @@ mod tests {
                 b"secret-hmac-key-for-tests".to_vec()
             )))
         );
+        assert!(!format!("{config:?}").contains(secret));
     }
 }

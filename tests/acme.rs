@@ -641,6 +641,14 @@ async fn a_ca_that_requires_an_external_account_binding_gets_it_from_the_two_key
     );
     pebble.ready().await;
     let data_dir = temp.path().join("data");
+    let with_key = |key: &str| {
+        Natter::start(
+            &data_dir,
+            &pebble,
+            tls_port,
+            &format!("acme_eab_kid = \"kid-1\"\nacme_eab_hmac_key = \"{key}\""),
+        )
+    };
 
     // Without the keys: one line that names them, and natter keeps running and retrying.
     let mut natter = Natter::start(&data_dir, &pebble, tls_port, "");
@@ -658,27 +666,18 @@ async fn a_ca_that_requires_an_external_account_binding_gets_it_from_the_two_key
 
     // A key the CA does not know for kid-1 is refused, and said so.
     let wrong = "AAAAqkhkjtx1btfbzNbXgJdOugT2T-Kd5o1Hv0dNEkj4Uhd7k2jw7PnShBaNjtAS";
-    let mut natter = Natter::start(
-        &data_dir,
-        &pebble,
-        tls_port,
-        &format!("acme_eab_kid = \"kid-1\"\nacme_eab_hmac_key = \"{wrong}\""),
-    );
+    let mut natter = with_key(wrong);
     let said = natter
         .log
         .wait_for("ACME: the CA refused natter's external account binding", 1)
         .await;
     assert!(said.contains("check tls.acme_eab_kid"), "{said}");
     assert!(natter.running());
+    assert!(!natter.log.text().contains(wrong));
     drop(natter);
 
     // With them, the account is bound and the certificate served; the HMAC key appears in no log line.
-    let natter = Natter::start(
-        &data_dir,
-        &pebble,
-        tls_port,
-        &format!("acme_eab_kid = \"kid-1\"\nacme_eab_hmac_key = \"{hmac_key}\""),
-    );
+    let natter = with_key(hmac_key);
     let roots = pebble.root().await;
     natter.trusted_certificate(&roots, None).await;
     let said = natter.log.wait_for("ACME: account created", 1).await;
@@ -687,7 +686,6 @@ async fn a_ca_that_requires_an_external_account_binding_gets_it_from_the_two_key
         "{said}"
     );
     assert!(!natter.log.text().contains(hmac_key));
-    assert!(!natter.log.text().contains(wrong));
 }
 
 #[test]
