@@ -76,6 +76,8 @@ impl Assets {
             "greeting": widget.greeting,
             "away_message": widget.away_message,
             "language": widget.language,
+            // The panel offers to take the visitor's address only when natter can email.
+            "email": config.email.enabled(),
         })
         .to_string();
         let embedded = Web::iter().filter_map(|path| {

@@ -91,6 +91,12 @@ pub async fn json_body<T: DeserializeOwned>(
     if !is_json {
         return Err(ApiError::unsupported_media_type());
     }
+    serde_json::from_slice(&body_bytes(request).await?)
+        .map_err(|error| ApiError::bad_request(format!("invalid JSON: {error}")))
+}
+
+/// Reads a body of at most `MAX_BODY_BYTES` within `BODY_TIMEOUT`, whatever its type.
+pub async fn body_bytes(request: &mut Request<Incoming>) -> Result<Bytes, ApiError> {
     let collected = tokio::time::timeout(
         BODY_TIMEOUT,
         Limited::new(request.body_mut(), MAX_BODY_BYTES).collect(),
@@ -102,8 +108,7 @@ pub async fn json_body<T: DeserializeOwned>(
             "the request body is larger than {MAX_BODY_BYTES} bytes"
         ))
     })?;
-    serde_json::from_slice(&collected.to_bytes())
-        .map_err(|error| ApiError::bad_request(format!("invalid JSON: {error}")))
+    Ok(collected.to_bytes())
 }
 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

@@ -124,8 +124,15 @@ async fn route(
             crate::push::unsubscribe(&app.push, &app.auth, request).await
         }
         (&Method::POST, ["email", "continue"]) => {
-            let allowed = request_origin(request.headers())
-                .is_some_and(|origin| app.is_widget_origin(&origin));
+            // The exact Origin header, echoed to an allowed origin only.
+            let allowed = request
+                .headers()
+                .get(header::ORIGIN)
+                .filter(|_| {
+                    request_origin(request.headers())
+                        .is_some_and(|origin| app.is_widget_origin(&origin))
+                })
+                .cloned();
             crate::email::web::continue_conversation(&app.email, request, ip, allowed).await
         }
         (&Method::GET, ["email", "unsubscribe"]) => {

@@ -112,6 +112,18 @@
     label();
     document.body.appendChild(host);
 
+    // A link from a reply email (`#natter-continue=CODE`, a fragment, so no server saw it): natter trades the code for a
+    // token of that conversation, which becomes this browser's, and the chat opens on it.
+    const code = (/[#&]natter-continue=([\w-]+)/.exec(location.hash) || [])[1];
+    if (code) {
+      history.replaceState(null, "", location.href.split("#")[0]);
+      // A plain-text body keeps it a simple request: no preflight.
+      fetch(cfg.server + "/email/continue", { method: "POST", credentials: "omit", body: code })
+        .then((res) => (res.ok ? res.json() : Promise.reject(new Error("natter: this link from an email has expired"))))
+        .then((answer) => { localStorage.setItem("natter:token", answer.token); setOpen(true); })
+        .catch((e) => console.warn(e.message));
+      return;
+    }
     // A returning chatter (token present) gets the panel in the background, so replies badge the bubble.
     let known = false;
     let wasOpen = false;

@@ -1,9 +1,11 @@
 //! The routes an email's links lead to.
 //!
-//! - `POST /email/continue` `{"code"}` (from the widget, on an allowed origin): trades the continuation code of a
-//!   visitor's email for a new visitor token of that conversation, `{"token": "<uuid>"}`. The widget keeps it as its
-//!   token, so the conversation opens in whatever browser the email was read in. The original token stays secret
-//!   (natter only has its hash); the new one is stored as a hash too, and goes when the conversation is deleted.
+//! - `POST /email/continue` with the code as a `text/plain` body (from the widget, on an allowed origin): trades the
+//!   continuation code of a visitor's email for a new visitor token of that conversation, `{"token": "<uuid>"}`. The
+//!   widget keeps it as its token, so the conversation opens in whatever browser the email was read in. The original
+//!   token stays secret (natter only has its hash); the new one is stored as a hash too, and goes when the
+//!   conversation is deleted. A plain-text POST is a "simple" cross-origin request (no preflight); the answer is
+//!   readable by the allowed origin that asked, without credentials, as `/widget/allowed` is.
 //! - `POST /email/unsubscribe?t=...`: RFC 8058 one-click unsubscribe (a mail provider posts
 //!   `List-Unsubscribe=One-Click`); no more email about that conversation. `GET` shows a page with the button, because
 //!   link scanners follow GET links and must not unsubscribe anyone.
@@ -11,47 +13,42 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::link::Purpose;
 use super::{Email, Signer};
 use crate::error::ApiError;
-use crate::http::{json_body, json_response, Body};
+use crate::http::{body_bytes, json_response, Body};
 use crate::store::{hash_token, hex, Recipient};
 use crate::timestamp;
 
 /// Visitor tokens one conversation's links may hand out (a phone, a laptop, a work computer, a few spares).
 const MAX_ALIASES: usize = 20;
 
-#[derive(Deserialize)]
-struct Continue {
-    code: String,
-}
-
 pub async fn continue_conversation(
     email: &Email,
     request: &mut Request<Incoming>,
     ip: IpAddr,
-    origin_allowed: bool,
+    origin: Option<HeaderValue>,
 ) -> Result<Response<Body>, ApiError> {
-    if !origin_allowed {
+    let Some(origin) = origin else {
         return Err(ApiError::forbidden(
             "the link opens the chat only on a site in widget.allowed_origins",
         ));
-    }
+    };
     if let Err(wait) = email.continues.take(&ip) {
         return Err(ApiError::throttled(format!(
             "too many links opened from your address; try again in {} minutes",
             wait.as_secs() / 60 + 1
         )));
     }
-    let body: Continue = json_body(request).await?;
+    let body = body_bytes(request).await?;
+    let code = std::str::from_utf8(&body).unwrap_or_default().trim();
     let conversation_id = signer(email)?
-        .verify(&body.code, Purpose::Continue, now_seconds())
+        .verify(code, Purpose::Continue, now_seconds())
         .ok_or_else(|| {
             ApiError::forbidden(
                 "this link is not valid any more; links in emails work for email.link_days days",
@@ -74,7 +71,14 @@ pub async fn continue_conversation(
     email.store.put_alias(&token_hash, conversation_id).await?;
     state.aliases.push(hex(&token_hash));
     email.store.put_email_state(conversation_id, &state).await?;
-    Ok(json_response(StatusCode::OK, &json!({ "token": token })))
+    let mut response = json_response(StatusCode::OK, &json!({ "token": token }));
+    response
+        .headers_mut()
+        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Origin"));
+    Ok(response)
 }
 
 pub async fn unsubscribe(

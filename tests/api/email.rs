@@ -357,24 +357,29 @@ async fn a_reply_reaches_a_visitor_who_left_as_one_threaded_email_whose_link_con
         "{link}"
     );
     let code = link.split("#natter-continue=").nth(1).unwrap();
-    let refused = app
-        .http(
-            "POST",
-            "/email/continue",
-            &[("origin", BLOG), ("content-type", "application/json")],
-            Some(json!({"code": format!("{code}x")})),
-        )
-        .await;
+    let refused = http(
+        app.address,
+        "POST",
+        "/email/continue",
+        &[("origin", BLOG), ("content-type", "text/plain")],
+        Some(format!("{code}x").into_bytes()),
+    )
+    .await;
     assert_eq!(refused.status, 403, "{}", refused.text());
-    let traded = app
-        .http(
-            "POST",
-            "/email/continue",
-            &[("origin", BLOG), ("content-type", "application/json")],
-            Some(json!({"code": code})),
-        )
-        .await;
+    let traded = http(
+        app.address,
+        "POST",
+        "/email/continue",
+        &[("origin", BLOG), ("content-type", "text/plain")],
+        Some(code.as_bytes().to_vec()),
+    )
+    .await;
     assert_eq!(traded.status, 200, "{}", traded.text());
+    assert_eq!(
+        traded.header("access-control-allow-origin").as_deref(),
+        Some(BLOG),
+        "the widget on the blog reads the answer"
+    );
     let second_token = traded.json()["token"].as_str().unwrap().to_string();
     assert_ne!(second_token, token);
     let mut elsewhere = subscribed_visitor(&app, &second_token).await;

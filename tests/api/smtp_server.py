@@ -1,6 +1,7 @@
 """A real SMTP server for natter's email tests: aiosmtpd on loopback with STARTTLS (a test certificate) and AUTH.
 
 Usage: smtp_server.py DIR PORT CERT KEY USER PASSWORD
+       smtp_server.py DIR PORT        (plain SMTP without TLS or AUTH, for natter's smtp_security = "none")
 
 Every message that reaches DATA is parsed with Python's `email` package and written to DIR as JSON:
 `mail-N.json` when accepted, `refused-N.json` when the file DIR/mode holds an SMTP code to answer instead (e.g. 451
@@ -25,7 +26,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 def main():
-    directory, port, cert, key, user, password = sys.argv[1:7]
+    directory, port = sys.argv[1:3]
+    cert, key, user, password = (sys.argv[3:7] + [None] * 4)[:4]
     counter = {"n": 0}
     lock = threading.Lock()
 
@@ -68,19 +70,18 @@ def main():
                 return "250 OK queued"
             return f"{mode} test server says no"
 
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    controller = Controller(
-        Handler(),
-        hostname="127.0.0.1",
-        port=int(port),
-        tls_context=context,
-        require_starttls=True,
-        authenticator=authenticator,
-        auth_required=True,
-        auth_require_tls=True,
-        server_hostname="localhost",
-    )
+    secure = {}
+    if cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        secure = dict(
+            tls_context=context,
+            require_starttls=True,
+            authenticator=authenticator,
+            auth_required=True,
+            auth_require_tls=True,
+        )
+    controller = Controller(Handler(), hostname="127.0.0.1", port=int(port), server_hostname="localhost", **secure)
     controller.start()
     print(f"listening {controller.port}", flush=True)
     sys.stdin.read()

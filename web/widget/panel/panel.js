@@ -47,8 +47,8 @@ function createPanel(ctx) {
   let shown = false;
 
   const {
-    panel, statusText, closeBtn, banner, log, awayNote, list, typing, form, nameInput, emailInput, cancelBtn,
-    compose, input, whoBtn, notifyRow, notifyBtn,
+    panel, statusText, closeBtn, banner, log, awayNote, emailOffer, list, typing, form, nameInput, emailInput,
+    cancelBtn, compose, input, whoBtn, notifyRow, notifyBtn,
   } = buildPanel(cfg, lang, t);
 
   // ---- rendering ----
@@ -110,6 +110,7 @@ function createPanel(ctx) {
     else if (connection === "failed" || connection === "not-set-up") text = t.unavailable;
     statusText.textContent = text;
     awayNote.hidden = !(connection === "connected" && !adminOnline && cfg.away_message);
+    emailOffer.hidden = !(cfg.email && connection === "connected" && !adminOnline && !(conversation && conversation.email));
     banner.textContent = connection === "not-set-up" ? t.notSetUp : t.reconnecting;
     banner.hidden = connection !== "reconnecting" && connection !== "not-set-up";
     panel.classList.toggle("not-set-up", connection === "not-set-up");
@@ -362,14 +363,17 @@ function createPanel(ctx) {
     input.focus();
   });
 
+  function openForm(focusEmail) {
+    form.hidden = false;
+    nameInput.value = (conversation && conversation.visitor_name) || "";
+    emailInput.value = (conversation && conversation.email) || "";
+    (focusEmail && nameInput.value ? emailInput : nameInput).focus();
+  }
   whoBtn.addEventListener("click", () => {
-    form.hidden = !form.hidden;
-    if (!form.hidden) {
-      nameInput.value = (conversation && conversation.visitor_name) || "";
-      emailInput.value = (conversation && conversation.email) || "";
-      nameInput.focus();
-    }
+    if (form.hidden) openForm(false);
+    else form.hidden = true;
   });
+  emailOffer.addEventListener("click", () => openForm(true));
   cancelBtn.addEventListener("click", () => {
     form.hidden = true;
     whoBtn.focus();
@@ -384,6 +388,7 @@ function createPanel(ctx) {
     conversation = Object.assign({}, conversation, { visitor_name: name, email: email || null });
     if (!(synced && conn.perform("identify", data))) pendingIdentify = data;
     renderWho();
+    renderStatus();
     form.hidden = true;
     input.focus();
   });

@@ -8,6 +8,8 @@ export const STRINGS = {
     email: "Email (optional)", save: "Save", cancel: "Cancel", hello: "Hi {name}", log: "Messages",
     hint: "Enter to send, Shift+Enter for a new line", powered: "Powered by natter", unavailable: "Chat unavailable",
     notify: "Notify me of replies", notSetUp: "The chat is not set up for this site yet.",
+    emailOffer: "Leave your email and we'll reply there too",
+    emailUse: "We only use your email to send you our replies while you're away, and you can stop them in one click.",
   },
   de: {
     placeholder: "Nachricht schreiben…", send: "Senden", close: "Chat schließen", online: "Online",
@@ -18,6 +20,8 @@ export const STRINGS = {
     hint: "Enter zum Senden, Umschalt+Enter für eine neue Zeile", powered: "Mit natter",
     unavailable: "Chat nicht verfügbar", notify: "Bei Antwort benachrichtigen",
     notSetUp: "Der Chat ist für diese Seite noch nicht eingerichtet.",
+    emailOffer: "E-Mail hinterlassen, dann antworten wir auch dort",
+    emailUse: "Wir nutzen deine E-Mail nur, um dir unsere Antworten zu schicken, wenn du weg bist; abbestellen mit einem Klick.",
   },
   fr: {
     placeholder: "Écrivez un message…", send: "Envoyer", close: "Fermer le chat", online: "En ligne",
@@ -27,6 +31,8 @@ export const STRINGS = {
     hello: "Bonjour {name}", log: "Messages", hint: "Entrée pour envoyer, Maj+Entrée pour une nouvelle ligne",
     powered: "Propulsé par natter", unavailable: "Chat indisponible", notify: "Me prévenir des réponses",
     notSetUp: "Le chat n’est pas encore configuré pour ce site.",
+    emailOffer: "Laissez votre e-mail, nous y répondrons aussi",
+    emailUse: "Votre e-mail sert uniquement à vous envoyer nos réponses quand vous êtes parti ; désinscription en un clic.",
   },
   es: {
     placeholder: "Escribe un mensaje…", send: "Enviar", close: "Cerrar chat", online: "En línea",
@@ -36,6 +42,8 @@ export const STRINGS = {
     hello: "Hola {name}", log: "Mensajes", hint: "Intro para enviar, Mayús+Intro para una nueva línea",
     powered: "Con natter", unavailable: "Chat no disponible", notify: "Avisarme de las respuestas",
     notSetUp: "El chat aún no está configurado para este sitio.",
+    emailOffer: "Deja tu correo y te responderemos también allí",
+    emailUse: "Solo usamos tu correo para enviarte nuestras respuestas cuando no estés; puedes darte de baja con un clic.",
   },
 };
 

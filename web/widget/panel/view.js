@@ -46,6 +46,10 @@ export function buildPanel(cfg, lang, t) {
   if (cfg.greeting) intro.appendChild(el("p", "greeting", cfg.greeting));
   const awayNote = intro.appendChild(el("p", "away-note", cfg.away_message || ""));
   awayNote.hidden = true;
+  // With email on (cfg.email), a visitor who may leave before the owner answers is offered to leave an address.
+  const emailOffer = intro.appendChild(el("button", "link-btn email-offer", t.emailOffer));
+  emailOffer.type = "button";
+  emailOffer.hidden = true;
   const list = log.appendChild(el("div", "list"));
 
   const typing = panel.appendChild(el("div", "typing"));
@@ -70,6 +74,10 @@ export function buildPanel(cfg, lang, t) {
   emailInput.autocomplete = "email";
   emailInput.placeholder = t.email;
   emailInput.setAttribute("aria-label", t.email);
+  const emailUse = form.appendChild(el("p", "email-use", t.emailUse));
+  emailUse.hidden = !cfg.email;
+  emailUse.style.margin = "0";
+  emailUse.style.fontSize = "12px";
   const formButtons = form.appendChild(el("div", "form-buttons"));
   const cancelBtn = formButtons.appendChild(el("button", "link-btn", t.cancel));
   cancelBtn.type = "button";
@@ -105,7 +113,7 @@ export function buildPanel(cfg, lang, t) {
   foot.appendChild(el("span", "powered", t.powered));
 
   return {
-    panel, statusText, closeBtn, banner, log, awayNote, list, typing, form, nameInput, emailInput, cancelBtn,
-    compose, input, whoBtn, notifyRow, notifyBtn,
+    panel, statusText, closeBtn, banner, log, awayNote, emailOffer, list, typing, form, nameInput, emailInput,
+    cancelBtn, compose, input, whoBtn, notifyRow, notifyBtn,
   };
 }
