@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::config::{Config, Origin, TlsMode};
+use crate::config::{Config, Origin, SmtpSecurity, TlsMode};
 use crate::invocation;
 
 /// The shortest admin password the wizard accepts: argon2id slows guessing, it does not make `1234` safe.
@@ -303,7 +303,100 @@ fn ask<R: BufRead, W: Write>(
         &data_dir_default,
         |answer| Ok(PathBuf::from(answer)),
     )?;
+    ask_email(terminal, &mut config)?;
     Ok(config)
+}
+
+/// The `[email]` questions: off unless a relay is named.
+fn ask_email<R: BufRead, W: Write>(
+    terminal: &mut Terminal<R, W>,
+    config: &mut Config,
+) -> anyhow::Result<()> {
+    let none = |answer: &str| -> String {
+        if answer == "none" {
+            String::new()
+        } else {
+            answer.to_string()
+        }
+    };
+    let host = terminal.ask(
+        "SMTP relay for email (replies to visitors who left, news for you), e.g. smtp.example.com, or none",
+        "none",
+        |answer| Ok(none(answer)),
+    )?;
+    if host.is_empty() {
+        return Ok(());
+    }
+    let email = &mut config.email;
+    email.smtp_host = host;
+    email.smtp_port = terminal.ask(
+        "SMTP port (587 for STARTTLS, 465 for TLS)",
+        "587",
+        |answer| {
+            answer
+                .parse::<u16>()
+                .ok()
+                .filter(|port| *port > 0)
+                .ok_or_else(|| "a port number, e.g. 587".to_string())
+        },
+    )?;
+    let security_default = if email.smtp_port == 465 {
+        "tls"
+    } else {
+        "starttls"
+    };
+    email.smtp_security = terminal.ask(
+        "SMTP security: starttls, tls, or none (a relay on loopback only)",
+        security_default,
+        |answer| match answer {
+            "starttls" => Ok(SmtpSecurity::Starttls),
+            "tls" => Ok(SmtpSecurity::Tls),
+            "none" => Ok(SmtpSecurity::None),
+            _ => Err("starttls, tls or none".to_string()),
+        },
+    )?;
+    email.smtp_username = terminal.ask("SMTP user name (or none)", "none", |answer| {
+        Ok(none(answer))
+    })?;
+    if !email.smtp_username.is_empty() {
+        email.smtp_password_file = terminal.ask(
+            "File whose first line is the SMTP password (or none, and set NATTER_SMTP_PASSWORD)",
+            "none",
+            |answer| {
+                if answer == "none" {
+                    Ok(PathBuf::new())
+                } else {
+                    existing_file(answer)
+                }
+            },
+        )?;
+    }
+    email.from = terminal.ask(
+        "Sender of the emails, e.g. Blog chat <chat@example.com>",
+        "",
+        |answer| {
+            answer
+                .parse::<lettre::message::Mailbox>()
+                .map(|_| answer.to_string())
+                .map_err(|_| {
+                    "an address, optionally with a name: Blog chat <chat@example.com>".to_string()
+                })
+        },
+    )?;
+    email.owner_address = terminal.ask(
+        "Your address, for news of new conversations (or none)",
+        "none",
+        |answer| {
+            if answer == "none" {
+                return Ok(String::new());
+            }
+            answer
+                .parse::<lettre::Address>()
+                .map(|_| answer.to_string())
+                .map_err(|_| "an email address like you@example.com".to_string())
+        },
+    )?;
+    Ok(())
 }
 
 /// Asks for the password twice on the controlling terminal, without echo, until both agree and it is long enough.
@@ -652,6 +745,35 @@ mod tests {
             assert_eq!(from_flags, asked, "{url}");
         }
         std::fs::remove_dir_all(folder).unwrap();
+    }
+
+    #[test]
+    fn the_wizard_asks_for_an_smtp_relay_and_leaves_email_off_without_one() {
+        let mut terminal = Terminal {
+            input: "\n".as_bytes(),
+            output: Vec::new(),
+        };
+        let mut config = Config::default();
+        ask_email(&mut terminal, &mut config).unwrap();
+        assert!(!config.email.enabled());
+        let answers = "smtp.example.com\n\n\nnatter\nnone\nnot an address\nBlog chat <chat@example.com>\nme@example.com\n";
+        let mut terminal = Terminal {
+            input: answers.as_bytes(),
+            output: Vec::new(),
+        };
+        ask_email(&mut terminal, &mut config).unwrap();
+        let asked = String::from_utf8(terminal.output).unwrap();
+        assert!(
+            asked.contains("an address, optionally with a name"),
+            "{asked}"
+        );
+        assert_eq!(config.email.smtp_host, "smtp.example.com");
+        assert_eq!(config.email.smtp_port, 587);
+        assert_eq!(config.email.smtp_security, SmtpSecurity::Starttls);
+        assert_eq!(config.email.smtp_username, "natter");
+        assert_eq!(config.email.from, "Blog chat <chat@example.com>");
+        assert_eq!(config.email.owner_address, "me@example.com");
+        config.validate().unwrap();
     }
 
     #[test]
