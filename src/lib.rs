@@ -22,7 +22,8 @@
 //! errors as HTTP, the admin and same-origin guards), `server` (listener and shutdown), `app` (shared state), `tls`
 //! (certificates and reload), `acme` (certificates from an ACME CA such as Let's Encrypt, renewed), `init` (the
 //! `--init` wizard), `invocation` (how the operator types natter from where they are), `backup` (backup, export, the
-//! control socket), `email` (replies to visitors who left and news for the owner, through an SMTP relay).
+//! control socket), `email` (replies to visitors who left and news for the owner, through an SMTP relay), `dns` (the
+//! one resolver, pure Rust, for push, acme and email).
 //!
 //! The rule: a module uses only modules on the floors below its own, never one above or beside it, so arrows run one
 //! way and no two modules need each other (`scripts/import-circles` prints any circle that creeps back in):
@@ -40,7 +41,7 @@
 //! http                                       HTTP's vocabulary
 //! auth  hub  protocol  refused_origins       sessions, who is connected, ActionCable frames, refused pages
 //! store  password                            redb behind typed methods; argon2 hashing, bounded
-//! config  error  throttle  timestamp         what everyone speaks
+//! config  dns  error  throttle  timestamp    what everyone speaks; dns: names to addresses for whoever dials out
 //! invocation                                 how to name natter in a message
 //! ```
 
@@ -52,6 +53,7 @@ pub mod backup;
 pub mod cable;
 pub mod channels;
 pub mod config;
+pub mod dns;
 pub mod email;
 pub mod error;
 pub mod http;

@@ -1,30 +1,28 @@
 //! The HTTP client instant-acme talks to the CA through: hyper-util with rustls on ring, trusting the web's roots
-//! (compiled in) plus `tls.acme_ca_root`, DNS through hickory (a static binary cannot use glibc's `getaddrinfo`).
+//! (compiled in) plus `tls.acme_ca_root`, DNS through `crate::dns` (a static binary cannot use glibc's `getaddrinfo`).
 //!
 //! Every request has a deadline and every answer a size limit: a CA that hangs or floods must not hold the renewal
 //! task forever or fill memory.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use hickory_resolver::TokioResolver;
 use http::Request;
 use http_body_util::Limited;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+
+use crate::dns::Resolver;
 
 /// One request (connect, TLS, request, the whole answer) must finish within this. Let's Encrypt answers in well
 /// under a second; a minute covers a slow CA without letting a dead one hold the task.
@@ -34,7 +32,7 @@ const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 /// A DNS lookup must finish within this.
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Connector = HttpsConnector<HttpConnector<Dns>>;
+type Connector = HttpsConnector<HttpConnector<Resolver>>;
 
 pub struct AcmeHttp {
     client: Client<Connector, BodyWrapper<Bytes>>,
@@ -70,7 +68,9 @@ impl AcmeHttp {
         .context("ring supports rustls' default protocol versions")?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let mut http = HttpConnector::new_with_resolver(Dns::new());
+        // Any address will do, unlike for Web Push: a company CA may well sit on a private network.
+        let dns = Resolver::new("an ACME CA", DNS_TIMEOUT, None);
+        let mut http = HttpConnector::new_with_resolver(dns);
         http.enforce_http(false);
         http.set_connect_timeout(Some(REQUEST_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -100,56 +100,6 @@ impl HttpClient for AcmeHttp {
                     "the CA did not answer within a minute",
                 )),
             }
-        })
-    }
-}
-
-/// hickory behind hyper's resolver interface. (Unlike Web Push's resolver, any address is fine: a company CA
-/// may well sit on a private network.)
-#[derive(Clone)]
-struct Dns {
-    resolver: Option<Arc<TokioResolver>>,
-}
-
-impl Dns {
-    fn new() -> Dns {
-        let resolver = match TokioResolver::builder_tokio().and_then(|builder| builder.build()) {
-            Ok(resolver) => Some(Arc::new(resolver)),
-            Err(error) => {
-                tracing::warn!(%error, "ACME: cannot read /etc/resolv.conf, so a CA given by name cannot be reached");
-                None
-            }
-        };
-        Dns { resolver }
-    }
-}
-
-impl tower_service::Service<Name> for Dns {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let resolver = self.resolver.clone();
-        Box::pin(async move {
-            let resolver = resolver.ok_or_else(|| {
-                std::io::Error::other("no DNS resolver (is /etc/resolv.conf readable?)")
-            })?;
-            let lookup = tokio::time::timeout(DNS_TIMEOUT, resolver.lookup_ip(name.as_str()))
-                .await
-                .map_err(|_| std::io::Error::other(format!("looking up {name} took too long")))?
-                .map_err(|error| {
-                    std::io::Error::other(format!("cannot look up {name}: {error}"))
-                })?;
-            Ok(lookup
-                .iter()
-                .map(|ip| SocketAddr::new(ip, 0))
-                .collect::<Vec<_>>()
-                .into_iter())
         })
     }
 }

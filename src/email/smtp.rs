@@ -1,14 +1,13 @@
 //! The relay: one SMTP client built from `[email]` (STARTTLS, TLS or plain on loopback; rustls with ring, the public
 //! web roots plus `smtp_ca_root`; AUTH when a user name is set), what its failures mean, and `natter email-test`.
 //!
-//! DNS goes through hickory, natter's pure-Rust resolver, because a statically linked glibc binary cannot load the NSS
-//! modules `getaddrinfo` needs; the TLS name is still the configured host.
+//! DNS goes through `crate::dns`, because a statically linked glibc binary cannot load the NSS modules `getaddrinfo`
+//! needs: lettre is handed the relay's IP address (which tokio parses without asking glibc), and the TLS name is
+//! still the configured host.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_resolver::TokioResolver;
 use lettre::address::Envelope;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -17,10 +16,13 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{EmailConfig, SmtpSecurity};
+use crate::dns::Resolver;
 
 /// How long one SMTP conversation may take (connect, TLS, AUTH, the message). Relays answer in seconds; a minute covers
 /// a slow greeting (some relays delay it on purpose) without holding the queue for long.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// A DNS lookup of the relay must finish within this.
+const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What became of one attempt.
 #[derive(Debug)]
@@ -47,7 +49,8 @@ pub struct Relay {
     credentials: Option<Credentials>,
     /// The name natter greets the relay with (EHLO): its public host.
     hello: String,
-    dns: Option<Arc<TokioResolver>>,
+    /// Any address will do: a relay on the local network is common.
+    dns: Resolver,
 }
 
 impl Relay {
@@ -87,33 +90,22 @@ impl Relay {
             security: config.smtp_security,
             credentials,
             hello: hello.to_string(),
-            dns: TokioResolver::builder_tokio()
-                .and_then(|builder| builder.build())
-                .ok()
-                .map(Arc::new),
+            dns: Resolver::new("the SMTP relay", DNS_TIMEOUT, None),
         })
     }
 
     /// The relay's address: the host itself when it is an IP address, else its first DNS answer.
     async fn address(&self) -> Result<IpAddr, Failure> {
         let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = host.parse() {
-            return Ok(ip);
-        }
         if host == "localhost" {
             return Ok(IpAddr::from([127, 0, 0, 1]));
         }
-        let dns = self.dns.as_ref().ok_or_else(|| {
-            Failure::Temporary("DNS: no resolver (is /etc/resolv.conf readable?)".into())
-        })?;
-        let answer = dns
-            .lookup_ip(host)
+        let addresses = self
+            .dns
+            .addresses(host)
             .await
-            .map_err(|error| Failure::Temporary(format!("DNS: cannot resolve {host}: {error}")))?;
-        answer
-            .iter()
-            .next()
-            .ok_or_else(|| Failure::Temporary(format!("DNS: {host} has no address")))
+            .map_err(|reason| Failure::Temporary(format!("DNS: {reason}")))?;
+        Ok(addresses[0])
     }
 
     async fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, Failure> {

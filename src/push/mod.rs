@@ -3,22 +3,21 @@
 //! each browser's own push service (RFC 8030) with an encrypted payload (RFC 8291) and a VAPID signature (RFC 8292).
 //!
 //! The parts: `vapid` (the key, kept in the store), `subscription` (a browser's `PushSubscription`, checked at the
-//! door, and which addresses may be reached), `resolver` (DNS that answers only with reachable addresses), `sender`
-//! (started once the state exists: the dispatcher, the client, retries). This file decides when to push
+//! door, and which addresses may be reached), `sender` (started once the state exists: the dispatcher, the client,
+//! retries); names are looked up by `crate::dns`, told to refuse any host with an address the policy forbids. This file decides when to push
 //! (`message_stored`, called by the channels after the store committed a message) and answers the three routes.
 //! Push is a noun below `App`: it takes the store, the hub and the session check it needs, never `App` itself.
 //!
 //! The message path only ever does a non-blocking `try_send` into a bounded queue: a slow or dead push service can
 //! cost notifications, never a chat message or its latency.
 
-mod resolver;
 pub mod sender;
 pub mod subscription;
 mod vapid;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,18 +30,20 @@ use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::config::{Config, Origin, PushConfig, PushWhen};
+use crate::dns::Resolver;
 use crate::error::ApiError;
 use crate::http::{admin, json_body, json_response, same_origin, Body};
 use crate::hub::Hub;
 use crate::store::{hash_token, Conversation, Message, Sender, Store, StoreError};
 
-use resolver::GuardedResolver;
 use subscription::{AddressPolicy, Audience, Subscription, SubscriptionJson};
 use vapid::Vapid;
 
 /// Pushes being sent at once. A handful of owner devices and the odd visitor need far fewer; the bound is what a
 /// push service that never answers can hold.
 pub const MAX_IN_FLIGHT: usize = 16;
+/// A DNS lookup of an endpoint's host must finish within this.
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pushes waiting for the sender. Each job is a few hundred bytes; 256 covers a burst from many conversations at
 /// once while the in-flight slots are busy. When it is full, new pushes are dropped (and counted as failed).
 const QUEUE_CAPACITY: usize = 256;
@@ -75,8 +76,8 @@ pub struct Job {
 pub struct Push {
     vapid: Vapid,
     policy: AddressPolicy,
-    /// Resolves and checks endpoint hosts; shared with the sender's client.
-    resolver: GuardedResolver,
+    /// Resolves endpoint hosts, refusing any that has an address the policy forbids; shared with the sender's client.
+    resolver: Resolver,
     queue: mpsc::Sender<Job>,
     /// The queue's other end until `start` hands it to the dispatcher task.
     jobs: Mutex<Option<mpsc::Receiver<Job>>>,
@@ -117,7 +118,13 @@ impl Push {
         Ok(Push {
             vapid: Vapid::load_or_create(store, &config.push.subject).await?,
             policy,
-            resolver: GuardedResolver::new(policy),
+            // Asked as for https: plain http is only ever allowed to a loopback address written as such
+            // (`endpoint_uri`), which skips DNS, and loopback passes the policy whatever the scheme.
+            resolver: Resolver::new(
+                "Web Push endpoints",
+                DNS_TIMEOUT,
+                Some(Arc::new(move |ip| policy.allows(ip, true))),
+            ),
             queue,
             jobs: Mutex::new(Some(jobs)),
             cooldowns: Mutex::new(HashMap::new()),
@@ -330,7 +337,7 @@ pub async fn subscribe(
     let uri = subscription::endpoint_uri(&subscription.endpoint, push.policy)?;
     let host = uri.host().unwrap_or_default();
     push.resolver
-        .checked_addresses(host, uri.scheme_str() == Some("https"))
+        .addresses(host)
         .await
         .map_err(|reason| {
             // The reason (how the name resolves, which address was refused) is for the operator: told to a visitor

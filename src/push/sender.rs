@@ -1,6 +1,6 @@
 //! Sending: one dispatcher task takes jobs from a bounded queue, finds the subscriptions they go to, and starts one
 //! short task per push, at most `MAX_IN_FLIGHT` at a time. Each push is encrypted (RFC 8291, web-push-native),
-//! signed (RFC 8292) and POSTed through hyper-util's client with rustls (ring); DNS goes through `resolver`.
+//! signed (RFC 8292) and POSTed through hyper-util's client with rustls (ring); DNS goes through `crate::dns`.
 //!
 //! A push service that is slow, down or hostile costs at most `MAX_IN_FLIGHT` tasks and sockets for at most
 //! `REQUEST_TIMEOUT` each (plus waits between retries); behind them the queue fills and further pushes are dropped
@@ -20,7 +20,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::{mpsc, Semaphore};
 use web_push_native::WebPushBuilder;
 
-use super::resolver::GuardedResolver;
+use crate::dns::Resolver;
+
 use super::subscription::{audience_origin, endpoint_uri, literal_ip, Audience, Subscription};
 use super::{Job, Push, MAX_IN_FLIGHT};
 
@@ -37,11 +38,11 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// the `Topic` makes a newer one replace an older undelivered one of the same conversation.
 const TIME_TO_LIVE_SECONDS: u32 = 24 * 3600;
 
-type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>;
 
 /// The client every push goes through: http/1.1, TLS with rustls and ring and the Mozilla roots compiled in (no
-/// dependence on the host's certificate store), DNS through `GuardedResolver`.
-fn client(resolver: GuardedResolver) -> HttpClient {
+/// dependence on the host's certificate store), DNS through `Resolver`.
+fn client(resolver: Resolver) -> HttpClient {
     let mut http = HttpConnector::new_with_resolver(resolver);
     http.enforce_http(false);
     http.set_connect_timeout(Some(REQUEST_TIMEOUT));
