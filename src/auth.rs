@@ -237,7 +237,7 @@ impl Auth {
         store: &Store,
         cookie_header: Option<&str>,
     ) -> Option<(TokenHash, Session)> {
-        let token = session_cookie(cookie_header?, self.cookie_name())?;
+        let token = cookie_value(cookie_header?, self.cookie_name())?;
         let hash = hash_token(token);
         let session = store.session(&hash).ok()??;
         (session.expires_at > timestamp::now_millis() && session.username == self.username)
@@ -275,8 +275,9 @@ fn store_error(error: StoreError) -> anyhow::Error {
     anyhow::anyhow!("the store failed while setting up the admin password: {error:?}")
 }
 
-/// The value of the cookie `name` in a `Cookie` header. Malformed pairs are skipped, never an error.
-fn session_cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+/// The value of the cookie `name` in a `Cookie` header. Malformed pairs are skipped, never an error. Public for the
+/// fuzz target `session_cookie`.
+pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header
         .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
@@ -301,22 +302,22 @@ mod tests {
     fn cookie_parsing_is_forgiving_and_exact() {
         let name = SESSION_COOKIE;
         assert_eq!(
-            session_cookie("a=1; natter_session=abc; b=2", name),
+            cookie_value("a=1; natter_session=abc; b=2", name),
             Some("abc")
         );
-        assert_eq!(session_cookie("natter_session_x=abc", name), None);
-        assert_eq!(session_cookie("xnatter_session=abc", name), None);
-        assert_eq!(session_cookie("natter_session=", name), None);
-        assert_eq!(session_cookie(";;;=;natter_session=\"q\"", name), Some("q"));
+        assert_eq!(cookie_value("natter_session_x=abc", name), None);
+        assert_eq!(cookie_value("xnatter_session=abc", name), None);
+        assert_eq!(cookie_value("natter_session=", name), None);
+        assert_eq!(cookie_value(";;;=;natter_session=\"q\"", name), Some("q"));
         assert_eq!(
-            session_cookie(&format!("natter_session={}", "a".repeat(500)), name),
+            cookie_value(&format!("natter_session={}", "a".repeat(500)), name),
             None
         );
         // Over HTTPS only the prefixed cookie counts: a plain one may have been planted by a sibling site.
         let secure = SECURE_SESSION_COOKIE;
-        assert_eq!(session_cookie("natter_session=abc", secure), None);
+        assert_eq!(cookie_value("natter_session=abc", secure), None);
         assert_eq!(
-            session_cookie("natter_session=abc; __Host-natter_session=def", secure),
+            cookie_value("natter_session=abc; __Host-natter_session=def", secure),
             Some("def")
         );
     }
