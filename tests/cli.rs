@@ -348,6 +348,8 @@ fn the_wizard_on_a_terminal_shows_defaults_hides_the_password_and_asks_again_whe
         ("The same password again: ", PASSWORD),
         ("comma-separated, or none) [https://example.com]: ", "https://example.com, https://www.example.com"),
         ("Data directory (the store and the keys) [", data_dir.to_str().unwrap()),
+        // No relay: email stays off (the relay's own questions are the wizard's unit test).
+        ("e.g. smtp.example.com, or none [none]: ", ""),
     ];
     let (ok, transcript) = wizard_on_a_terminal(&config_path, &steps);
     assert!(ok, "the wizard failed:\n{transcript}");
@@ -391,6 +393,7 @@ fn the_wizard_on_a_terminal_shows_defaults_hides_the_password_and_asks_again_whe
         .collect();
     assert_eq!(origins, ["https://example.com", "https://www.example.com"]);
     assert_eq!(config.server.data_dir, data_dir);
+    assert!(config.email.smtp_host.is_empty());
 }
 
 #[test]
