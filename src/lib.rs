@@ -23,7 +23,7 @@
 //! (certificates and reload), `acme` (certificates from an ACME CA such as Let's Encrypt, renewed), `init` (the
 //! `--init` wizard), `invocation` (how the operator types natter from where they are), `backup` (backup, export, the
 //! control socket), `email` (replies to visitors who left and news for the owner, through an SMTP relay), `dns` (the
-//! one resolver, pure Rust, for push, acme and email).
+//! one resolver, pure Rust, for push, acme and email), `allocator` (memory a burst freed, given back to the system).
 //!
 //! The rule: a module uses only modules on the floors below its own, never one above or beside it, so arrows run one
 //! way and no two modules need each other (`scripts/import-circles` prints any circle that creeps back in):
@@ -42,10 +42,12 @@
 //! auth  hub  protocol  refused_origins       sessions, who is connected, ActionCable frames, refused pages
 //! store  password                            redb behind typed methods; argon2 hashing, bounded
 //! config  dns  error  throttle  timestamp    what everyone speaks; dns: names to addresses for whoever dials out
+//! allocator                                  memory a burst freed, given back to the system
 //! invocation                                 how to name natter in a message
 //! ```
 
 pub mod acme;
+pub mod allocator;
 pub mod app;
 pub mod assets;
 pub mod auth;

@@ -13,7 +13,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
 
 use crate::acme::{Acme, Http01};
+use crate::allocator::{self, Connections};
 use crate::app::App;
 use crate::auth::PasswordSource;
 use crate::backup;
@@ -167,7 +168,11 @@ impl Server {
             shutdown,
             ..
         } = self;
-        let requests = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(Connections::default());
+        tokio::spawn(allocator::trim_after_bursts(
+            connections.clone(),
+            app.shutdown.clone(),
+        ));
         if let Some(tls) = &tls {
             tls.spawn_reloader(app.shutdown.clone());
         }
@@ -204,7 +209,7 @@ impl Server {
                     break;
                 }
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => accept_connection(&app, tls.as_ref(), &requests, stream, peer),
+                    Ok((stream, peer)) => accept_connection(&app, tls.as_ref(), &connections, stream, peer),
                     // Out of file descriptors, or a connection reset before accept: wait a moment and go on, instead of
                     // spinning on the error.
                     Err(error) => {
@@ -230,7 +235,7 @@ impl Server {
         };
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, sockets_closed).await;
         let connections_closed = async {
-            while requests.load(Ordering::Relaxed) > 0 {
+            while connections.open() > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
@@ -246,18 +251,18 @@ impl Server {
 fn accept_connection(
     app: &Arc<App>,
     tls: Option<&Arc<Tls>>,
-    open: &Arc<AtomicUsize>,
+    connections: &Arc<Connections>,
     stream: TcpStream,
     peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
     let app = app.clone();
-    let open = open.clone();
-    open.fetch_add(1, Ordering::Relaxed);
+    let connections = connections.clone();
+    connections.opened();
     let Some(tls) = tls else {
         tokio::spawn(async move {
             serve_http(app, TokioIo::new(stream), peer).await;
-            open.fetch_sub(1, Ordering::Relaxed);
+            connections.closed();
         });
         return;
     };
@@ -270,7 +275,7 @@ fn accept_connection(
         if let Ok(Ok(1)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
             if first[0] != TLS_HANDSHAKE_RECORD {
                 serve_redirect(stream, Arc::new(app.public_origin.clone()), None).await;
-                open.fetch_sub(1, Ordering::Relaxed);
+                connections.closed();
                 return;
             }
         }
@@ -281,7 +286,7 @@ fn accept_connection(
             Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         }
-        open.fetch_sub(1, Ordering::Relaxed);
+        connections.closed();
     });
 }
 
