@@ -18,6 +18,29 @@ pub(super) enum EmailWrite {
     Delete { key: String },
 }
 
+impl EmailWrite {
+    /// Records a conversation's email state (its outbox and marks) whole.
+    pub(super) fn state(conversation_id: Uuid, state: &EmailState) -> EmailWrite {
+        EmailWrite::Put {
+            key: state_key(conversation_id),
+            value: serde_json::to_vec(state).expect("an email state serializes"),
+        }
+    }
+
+    pub(super) fn forget_state(conversation_id: Uuid) -> EmailWrite {
+        EmailWrite::Delete {
+            key: state_key(conversation_id),
+        }
+    }
+
+    pub(super) fn alias(token_hash: &TokenHash, conversation_id: Uuid) -> EmailWrite {
+        EmailWrite::Put {
+            key: alias_key(token_hash),
+            value: conversation_id.as_bytes().to_vec(),
+        }
+    }
+}
+
 impl From<EmailWrite> for Write {
     fn from(write: EmailWrite) -> Write {
         Write::Email(write)
@@ -108,8 +131,9 @@ impl Store {
         conversation_id: Uuid,
         state: &EmailState,
     ) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(state).expect("an email state serializes");
-        self.put_email(state_key(conversation_id), value).await
+        self.write(EmailWrite::state(conversation_id, state))
+            .await
+            .map(drop)
     }
 
     /// Removes a deleted conversation's email record and the visitor tokens its links handed out.
@@ -119,7 +143,9 @@ impl Store {
                 self.delete_meta(format!("{ALIAS_PREFIX}{alias}")).await?;
             }
         }
-        self.delete_meta(state_key(conversation_id)).await
+        self.write(EmailWrite::forget_state(conversation_id))
+            .await
+            .map(drop)
     }
 
     /// The conversation a visitor token was handed out for by an email link, if it was.
@@ -137,8 +163,9 @@ impl Store {
         token_hash: &TokenHash,
         conversation_id: Uuid,
     ) -> Result<(), StoreError> {
-        self.put_email(alias_key(token_hash), conversation_id.as_bytes().to_vec())
+        self.write(EmailWrite::alias(token_hash, conversation_id))
             .await
+            .map(drop)
     }
 
     /// The first message id email may tell of; set to the next message id the first time it is asked for.

@@ -90,6 +90,14 @@ impl SimulatedDisk {
         self.state().cut
     }
 
+    /// Whether the sync armed to fail has failed since `arm`.
+    pub(super) fn sync_failed(&self) -> bool {
+        let state = self.state();
+        state
+            .failing_sync
+            .is_some_and(|failing| state.syncs >= failing)
+    }
+
     /// The power goes now, if it has not yet.
     pub(super) fn cut_now(&self) {
         let mut state = self.state();
