@@ -16,8 +16,9 @@
 //!   acknowledged;
 //! - opening never panics or refuses.
 //!
-//! `cargo test` runs a few thousand cuts. `NATTER_POWER_CUT_SEED=N` replays run N alone; `NATTER_POWER_CUTS=N` sets
-//! how many cuts the main test makes, from seeds starting at `NATTER_POWER_CUT_BASE` (`scripts/power-cuts.sh`). A run
+//! `cargo test` runs a few thousand cuts, a thread per core (`NATTER_POWER_CUT_THREADS`). `NATTER_POWER_CUT_SEED=N`
+//! replays run N alone; `NATTER_POWER_CUTS=N` sets how many cuts the main test makes, from seeds starting at
+//! `NATTER_POWER_CUT_BASE` (`scripts/power-cuts.sh`). A run
 //! is the same operations and cuts for the same seed; the timestamps and conversation ids the store makes differ, so
 //! the exact bytes can too.
 
@@ -176,6 +177,15 @@ pub(super) struct Tally {
     pub(super) crash_points: HashSet<(u64, Operation)>,
     pub(super) failed_syncs: u64,
     pub(super) restarts_on_the_cache: u64,
+}
+
+impl Tally {
+    fn absorb(&mut self, other: Tally) {
+        self.cuts += other.cuts;
+        self.crash_points.extend(other.crash_points);
+        self.failed_syncs += other.failed_syncs;
+        self.restarts_on_the_cache += other.restarts_on_the_cache;
+    }
 }
 
 /// Fails the run with its seed, so it can be replayed.
@@ -974,7 +984,7 @@ fn check_invariants(seed: u64, store: &Store, model: &Model) {
     }
 }
 
-/// The cuts of `cargo test` and of the long run: `NATTER_POWER_CUTS` cuts (default 1,500) in runs of `CUTS_PER_RUN`,
+/// The cuts of `cargo test` and of the long run: `NATTER_POWER_CUTS` cuts (default 3,000) in runs of `CUTS_PER_RUN`,
 /// seeds from `NATTER_POWER_CUT_BASE` (default 0); or the one run `NATTER_POWER_CUT_SEED` names.
 const CUTS_PER_RUN: u64 = 25;
 
@@ -999,35 +1009,76 @@ fn environment(name: &str) -> Option<u64> {
 
 #[test]
 fn power_cuts_lose_nothing_acknowledged_and_never_show_what_is_not_durable() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Mutex;
+
     let started = Instant::now();
-    let mut tally = Tally::default();
     let seeds = match environment("NATTER_POWER_CUT_SEED") {
         Some(seed) => seed..seed + 1,
         None => {
             let base = environment("NATTER_POWER_CUT_BASE").unwrap_or(0);
-            let cuts = environment("NATTER_POWER_CUTS").unwrap_or(1500);
+            let cuts = environment("NATTER_POWER_CUTS").unwrap_or(3000);
             base..base + cuts.div_ceil(CUTS_PER_RUN)
         }
     };
+    let total = (seeds.end - seeds.start) * CUTS_PER_RUN;
+    let threads = environment("NATTER_POWER_CUT_THREADS").unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |threads| threads.get() as u64)
+    });
     let fresh = fresh_store();
-    for seed in seeds {
-        let data_dir = tempfile::tempdir().unwrap();
-        run(
-            seed,
-            CUTS_PER_RUN,
-            fresh.clone(),
-            data_dir.path(),
-            &mut tally,
-        );
-    }
+    let next_seed = AtomicU64::new(seeds.start);
+    let done = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let tally = Mutex::new(Tally::default());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, 64) {
+            scope.spawn(|| {
+                // A failing run panics with its seed; the other threads stop at their next seed.
+                struct Failed<'a>(&'a AtomicBool);
+                impl Drop for Failed<'_> {
+                    fn drop(&mut self) {
+                        if std::thread::panicking() {
+                            self.0.store(true, Ordering::SeqCst);
+                        }
+                    }
+                }
+                let _failed = Failed(&failed);
+                let mut mine = Tally::default();
+                loop {
+                    let seed = next_seed.fetch_add(1, Ordering::SeqCst);
+                    if seed >= seeds.end || failed.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let data_dir = tempfile::tempdir().unwrap();
+                    run(
+                        seed,
+                        CUTS_PER_RUN,
+                        fresh.clone(),
+                        data_dir.path(),
+                        &mut mine,
+                    );
+                    let now = done.fetch_add(CUTS_PER_RUN, Ordering::SeqCst) + CUTS_PER_RUN;
+                    if now % 50_000 < CUTS_PER_RUN && now < total {
+                        eprintln!(
+                            "power cuts: {now} of {total} after {:.0} s",
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+                tally.lock().unwrap().absorb(mine);
+            });
+        }
+    });
+    let tally = tally.into_inner().unwrap();
     let elapsed = started.elapsed();
     eprintln!(
-        "power cuts: {} cuts, {} distinct crash points (operation, kind), {} failed syncs, {} restarts on the same cache, {:.2} ms per cut",
+        "power cuts: {} cuts on {threads} threads in {:.0} s, {} distinct crash points (operation, kind), {} failed syncs, {} restarts on the same cache, {:.2} ms per cut per thread",
         tally.cuts,
+        elapsed.as_secs_f64(),
         tally.crash_points.len(),
         tally.failed_syncs,
         tally.restarts_on_the_cache,
-        elapsed.as_secs_f64() * 1000.0 / tally.cuts.max(1) as f64
+        elapsed.as_secs_f64() * 1000.0 * threads as f64 / tally.cuts.max(1) as f64
     );
 }
 
