@@ -13,7 +13,7 @@
 //!   stored once (it comes back as a duplicate exactly when the batch had landed);
 //! - each conversation record agrees with its messages (last message, unread count, index, token);
 //! - a batch landed whole or not at all; sessions, push subscriptions, email records and link tokens are as
-//!   acknowledged;
+//!   acknowledged, and those of deleted conversations are gone;
 //! - opening never panics or refuses.
 //!
 //! `cargo test` runs a few thousand cuts, a thread per core (`NATTER_POWER_CUT_THREADS`). `NATTER_POWER_CUT_SEED=N`
@@ -966,20 +966,28 @@ fn check_invariants(seed: u64, store: &Store, model: &Model) {
             if *present { "gone" } else { "back" }
         );
     }
+    // A deleted conversation's email record and link tokens are gone after a start, though the driver's delete leaves
+    // them behind as a stop between the two writes of natter's own delete would.
     for (conversation, acknowledged) in &model.emails {
         let stored = store.email_state(*conversation).unwrap();
+        let expected = if model.deleted.contains(conversation) {
+            None
+        } else {
+            acknowledged.clone()
+        };
         check!(
             seed,
-            stored == *acknowledged,
-            "the email record of {conversation} is {stored:?}, acknowledged as {acknowledged:?}"
+            stored == expected,
+            "the email record of {conversation} is {stored:?}, expected {expected:?}"
         );
     }
     for (hash, conversation) in &model.aliases {
         let stored = store.alias_conversation(hash).unwrap();
+        let expected = (!model.deleted.contains(conversation)).then_some(*conversation);
         check!(
             seed,
-            stored == Some(*conversation),
-            "an email link's token names {stored:?}, not {conversation}"
+            stored == expected,
+            "an email link's token names {stored:?}, expected {expected:?}"
         );
     }
 }
@@ -1097,15 +1105,15 @@ fn seed_2_a_sync_failing_while_the_store_opens_marks_it_for_writing_back() {
     );
 }
 
-/// Found by seed 2 with the store written back after a failed sync left out (`disk::settle`), and by seed 6 since the
-/// driver writes email records too: started again on the same page cache, redb built on a commit the disk never got,
+/// Found by seed 2 with the store written back after a failed sync left out (`disk::settle`), and by seed 13 since the
+/// driver writes email records too (a change to the driver moves every seed's cuts): started again on the same page cache, redb built on a commit the disk never got,
 /// and after the next power cut the store would not open ("Failed to repair database. All roots are corrupted"). This
 /// is the reopen after an fsync EIO of issue 17.
 #[test]
-fn seed_6_a_start_after_a_failed_sync_writes_the_store_back_before_trusting_it() {
+fn seed_13_a_start_after_a_failed_sync_writes_the_store_back_before_trusting_it() {
     let data_dir = tempfile::tempdir().unwrap();
     run(
-        6,
+        13,
         CUTS_PER_RUN,
         fresh_store(),
         data_dir.path(),

@@ -96,6 +96,15 @@ pub(super) fn prepare(database: &Database, log_path: &Path) -> anyhow::Result<()
         })?;
     index_the_rest(&transaction)
         .map_err(|error| anyhow::anyhow!("indexing the latest messages: {error:?}"))?;
+    let forgotten = super::email::forget_deleted(&transaction).map_err(|error| {
+        anyhow::anyhow!("removing deleted conversations' email records: {error:?}")
+    })?;
+    if forgotten > 0 {
+        tracing::info!(
+            forgotten,
+            "removed the email records of conversations deleted just before natter last stopped"
+        );
+    }
     transaction.commit()?;
     if replayed {
         legacy_log::remove(log_path).map_err(|error| {
