@@ -283,7 +283,7 @@ async fn delete_conversation(app: &Arc<App>, id: Uuid) -> Result<Response<Body>,
         .delete_conversation(id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such conversation"))?;
-    if let Err(error) = crate::push::conversation_deleted(&app.push, id).await {
+    if let Err(error) = crate::push::conversation_deleted(&app.push).await {
         tracing::warn!(?error, conversation = %id, "the deleted conversation's push subscriptions were kept");
     }
     if let Err(error) = crate::email::conversation_deleted(&app.email, id).await {

@@ -115,6 +115,15 @@ impl Push {
             tracing::warn!("push.allow_loopback is on: Web Push may reach plain-http endpoints on loopback (for tests only)");
         }
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        let forgotten = forget_deleted_conversations(store)
+            .await
+            .map_err(|error| anyhow::anyhow!("reading the push subscriptions: {error:?}"))?;
+        if forgotten > 0 {
+            tracing::info!(
+                forgotten,
+                "removed the push subscriptions of conversations deleted just before natter last stopped"
+            );
+        }
         Ok(Push {
             vapid: Vapid::load_or_create(store, &config.push.subject).await?,
             policy,
@@ -425,16 +434,24 @@ pub async fn unsubscribe(
 
 /// After the owner deleted a conversation: its visitor's devices were subscribed for a conversation that is gone.
 /// Their subscriptions go too, as the rest of the visitor's data did; kept, they would hold the endpoint, so the same
-/// browser could not opt in to the visitor's next conversation, and count against the limits for good.
-pub async fn conversation_deleted(push: &Push, conversation_id: Uuid) -> Result<(), StoreError> {
-    for stored in stored_subscriptions(&push.store)? {
-        if stored.audience == Audience::Visitor(conversation_id) {
-            push.store
-                .delete_push_subscription(&stored.endpoint)
-                .await?;
+/// browser could not opt in to the visitor's next conversation, and count against the limits for good. The start does
+/// the same (`Push::new`), for a stop between the conversation's delete and this one.
+pub async fn conversation_deleted(push: &Push) -> Result<(), StoreError> {
+    forget_deleted_conversations(&push.store).await.map(drop)
+}
+
+/// Removes the subscriptions of visitors whose conversation no longer exists; answers how many went.
+async fn forget_deleted_conversations(store: &Store) -> Result<usize, StoreError> {
+    let mut forgotten = 0;
+    for stored in stored_subscriptions(store)? {
+        if let Audience::Visitor(conversation_id) = stored.audience {
+            if store.conversation(conversation_id)?.is_none() {
+                store.delete_push_subscription(&stored.endpoint).await?;
+                forgotten += 1;
+            }
         }
     }
-    Ok(())
+    Ok(forgotten)
 }
 
 /// Every subscription the store holds that reads back (the sender removes one that does not, when it next pushes).
@@ -460,6 +477,52 @@ fn visitor_conversation(store: &Store, token: &Value) -> Result<Conversation, Ap
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The owner's delete removes the conversation, then its visitors' subscriptions: a stop between the two leaves
+    /// them behind, and the next start removes them.
+    #[tokio::test]
+    async fn a_start_forgets_the_subscriptions_of_a_conversation_deleted_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let spoken = store
+            .speak(hash_token("visitor"), "hi".into(), Uuid::now_v7())
+            .await
+            .unwrap();
+        let conversation_id = spoken.message.conversation_id;
+        for (endpoint, audience) in [
+            (
+                "https://push.example/visitor",
+                Audience::Visitor(conversation_id),
+            ),
+            ("https://push.example/owner", Audience::Owner),
+        ] {
+            let subscription = Subscription {
+                endpoint: endpoint.into(),
+                p256dh: "key".into(),
+                auth: "secret".into(),
+                audience,
+            };
+            store
+                .put_push_subscription(endpoint, serde_json::to_vec(&subscription).unwrap())
+                .await
+                .unwrap();
+        }
+        store.delete_conversation(conversation_id).await.unwrap();
+        assert_eq!(store.push_subscriptions().unwrap().len(), 2);
+
+        let origin = Origin::parse("https://chat.example").unwrap();
+        Push::new(&Config::default(), &store, &origin)
+            .await
+            .unwrap();
+        let left: Vec<String> = store
+            .push_subscriptions()
+            .unwrap()
+            .into_iter()
+            .map(|(endpoint, _)| endpoint)
+            .collect();
+        assert_eq!(left, ["https://push.example/owner"]);
+        store.close().await;
+    }
 
     #[test]
     fn previews_are_short_and_cut_on_characters() {
