@@ -379,9 +379,10 @@ fn ensure_self_signed(
         )
     })?;
     let (certificate, key) = generate_self_signed(&self_signed_names(public_origin, bound))?;
-    write_private(&key_path, key.as_bytes())?;
-    std::fs::write(&cert_path, certificate.as_bytes())
-        .with_context(|| format!("cannot write {}", cert_path.display()))?;
+    // Each whole or not at all, the certificate last: a stop in between leaves no certificate, and the pair is made
+    // again.
+    replace_private(&key_path, key.as_bytes())?;
+    replace_private(&cert_path, certificate.as_bytes())?;
     tracing::info!(path = %cert_path.display(), "made a self-signed TLS certificate");
     Ok((cert_path, key_path))
 }
@@ -472,9 +473,52 @@ pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Replaces `path` with `contents` whole: written and synced under a temporary name (mode 0600), renamed over it, and
+/// the directory synced, so a crash or a power cut leaves the old file or the new one, never a part of either.
+pub fn replace_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".new");
+    let temporary = PathBuf::from(temporary);
+    write_private(&temporary, contents)?;
+    std::fs::rename(&temporary, path)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
+    if let Some(directory) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::File::open(directory)
+            .and_then(|directory| directory.sync_all())
+            .with_context(|| format!("cannot sync {}", directory.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stop between the key's rename and the certificate's leaves a key alone: the pair is made again, and the
+    /// certificate matches the key.
+    #[test]
+    fn a_self_signed_key_left_without_its_certificate_is_made_again_as_a_pair() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let directory = data_dir.path().join(SELF_SIGNED_DIR);
+        std::fs::create_dir_all(&directory).unwrap();
+        std::fs::write(
+            directory.join(SELF_SIGNED_KEY),
+            b"a key from before the stop",
+        )
+        .unwrap();
+        std::fs::write(directory.join(format!("{SELF_SIGNED_CERT}.new")), b"torn").unwrap();
+        let origin = Origin::parse("https://chat.example").unwrap();
+        let (cert_path, key_path) =
+            ensure_self_signed(data_dir.path(), &origin, "127.0.0.1:443".parse().unwrap()).unwrap();
+        let certificate = std::fs::read(&cert_path).unwrap();
+        let key = std::fs::read(&key_path).unwrap();
+        assert!(certificate.starts_with(b"-----BEGIN CERTIFICATE-----"));
+        assert!(key.starts_with(b"-----BEGIN PRIVATE KEY-----"));
+        parse_pair(&certificate, &key).expect("the certificate is the key's");
+    }
 
     #[test]
     fn self_signed_names_cover_the_public_host_and_loopback_once() {

@@ -81,15 +81,9 @@ impl State {
 
     fn write(&self, name: &str, value: &impl Serialize) -> anyhow::Result<()> {
         create_private_dir(&self.directory)?;
-        let path = self.directory.join(name);
-        let temporary = self.directory.join(format!("{name}.new"));
         let text = serde_json::to_vec_pretty(value).context("ACME state serializes")?;
-        crate::tls::write_private(&temporary, &text)?;
-        std::fs::rename(&temporary, &path)
-            .with_context(|| format!("cannot replace {}", path.display()))?;
-        // The rename is durable only once the directory is: a crash must not bring back the old certificate.
-        std::fs::File::open(&self.directory).and_then(|directory| directory.sync_all())?;
-        Ok(())
+        // Whole, and durable with its directory: a crash must not bring back the old certificate.
+        crate::tls::replace_private(&self.directory.join(name), &text)
     }
 }
 
