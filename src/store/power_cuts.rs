@@ -1121,6 +1121,20 @@ fn seed_13_a_start_after_a_failed_sync_writes_the_store_back_before_trusting_it(
     );
 }
 
+/// Found by seed 1005296 of the long run, in the simulated disk itself: a torn write-back after a failed sync left the
+/// file at a length no operation had set, which redb refuses (see `simulated_disk`'s tests).
+#[test]
+fn seed_1005296_a_torn_write_leaves_a_length_the_file_had() {
+    let data_dir = tempfile::tempdir().unwrap();
+    run(
+        1005296,
+        CUTS_PER_RUN,
+        fresh_store(),
+        data_dir.path(),
+        &mut Tally::default(),
+    );
+}
+
 /// A new store is made under another name and renamed once whole (seed 0 found a power cut during a new store's first
 /// header leaving a file natter refused to open): a torn leftover of that is not in the way.
 #[tokio::test]
