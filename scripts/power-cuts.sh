@@ -9,8 +9,9 @@ cuts=${1:-1000000}
 base=${2:-$(date +%s)}
 threads=${3:-$(nproc)}
 cd "$(dirname "$0")/.."
-# Optimized, without the release profile's whole-program LTO: the same speed per cut, minutes less to build.
-export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+# Optimized, without the release profile's whole-program LTO (the same speed per cut, minutes less to build), and with
+# symbols, so that a run that hangs (it is reported after two minutes) can be looked at with gdb.
+export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_STRIP=false
 echo "power-cut long run: $cuts cuts from seed $base on $threads threads"
 NATTER_POWER_CUTS=$cuts NATTER_POWER_CUT_BASE=$base NATTER_POWER_CUT_THREADS=$threads \
     exec cargo test --release --lib power_cuts_lose_nothing -- --nocapture

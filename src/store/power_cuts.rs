@@ -995,6 +995,8 @@ fn check_invariants(seed: u64, store: &Store, model: &Model) {
 /// The cuts of `cargo test` and of the long run: `NATTER_POWER_CUTS` cuts (default 3,000) in runs of `CUTS_PER_RUN`,
 /// seeds from `NATTER_POWER_CUT_BASE` (default 0); or the one run `NATTER_POWER_CUT_SEED` names.
 const CUTS_PER_RUN: u64 = 25;
+/// A run takes well under a second (a few in a debug build on a busy machine); one this long hangs.
+const HANG: Duration = Duration::from_secs(120);
 
 /// A new store's file as `Store::open` makes it (under another name, renamed once whole: see `create_whole`).
 fn fresh_store() -> Vec<u8> {
@@ -1038,25 +1040,31 @@ fn power_cuts_lose_nothing_acknowledged_and_never_show_what_is_not_durable() {
     let done = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
     let tally = Mutex::new(Tally::default());
+    // Each thread's run in progress, and when it began: a run that does not end is reported with its seed.
+    let running: Mutex<HashMap<u64, Instant>> = Mutex::new(HashMap::new());
+    let finished = AtomicU64::new(0);
+    let threads = threads.clamp(1, 64);
     std::thread::scope(|scope| {
-        for _ in 0..threads.clamp(1, 64) {
+        for _ in 0..threads {
             scope.spawn(|| {
                 // A failing run panics with its seed; the other threads stop at their next seed.
-                struct Failed<'a>(&'a AtomicBool);
-                impl Drop for Failed<'_> {
+                struct Leaving<'a>(&'a AtomicBool, &'a AtomicU64);
+                impl Drop for Leaving<'_> {
                     fn drop(&mut self) {
                         if std::thread::panicking() {
                             self.0.store(true, Ordering::SeqCst);
                         }
+                        self.1.fetch_add(1, Ordering::SeqCst);
                     }
                 }
-                let _failed = Failed(&failed);
+                let _leaving = Leaving(&failed, &finished);
                 let mut mine = Tally::default();
                 loop {
                     let seed = next_seed.fetch_add(1, Ordering::SeqCst);
                     if seed >= seeds.end || failed.load(Ordering::SeqCst) {
                         break;
                     }
+                    running.lock().unwrap().insert(seed, Instant::now());
                     let data_dir = tempfile::tempdir().unwrap();
                     run(
                         seed,
@@ -1065,6 +1073,7 @@ fn power_cuts_lose_nothing_acknowledged_and_never_show_what_is_not_durable() {
                         data_dir.path(),
                         &mut mine,
                     );
+                    running.lock().unwrap().remove(&seed);
                     let now = done.fetch_add(CUTS_PER_RUN, Ordering::SeqCst) + CUTS_PER_RUN;
                     if now % 50_000 < CUTS_PER_RUN && now < total {
                         eprintln!(
@@ -1075,6 +1084,24 @@ fn power_cuts_lose_nothing_acknowledged_and_never_show_what_is_not_durable() {
                 }
                 tally.lock().unwrap().absorb(mine);
             });
+        }
+        while finished.load(Ordering::SeqCst) < threads {
+            std::thread::sleep(Duration::from_millis(200));
+            let hung = running
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, began)| began.elapsed() > HANG)
+                .map(|(seed, _)| *seed);
+            if let Some(seed) = hung {
+                // Its thread cannot be stopped, and the scope would wait for it for ever: end the process, with a core
+                // dump where `ulimit -c` allows one, to look at in gdb.
+                eprintln!(
+                    "power-cut run {seed} (replay: NATTER_POWER_CUT_SEED={seed}): still running after {} s, it hangs",
+                    HANG.as_secs()
+                );
+                std::process::abort();
+            }
         }
     });
     let tally = tally.into_inner().unwrap();
