@@ -268,13 +268,13 @@ async fn session(
     };
     if disk.cut().is_some() {
         // The power went at the very end of the open (closing a read, say): nothing was driven.
-        store.close().await;
+        within(seed, "closing the store", store.close()).await;
         return true;
     }
     match recover(seed, &store, model).await {
         Ok(()) => check_invariants(seed, &store, model),
         Err(()) => {
-            store.close().await;
+            within(seed, "closing the store", store.close()).await;
             return settle_failure(seed, &store, disk, tally).await;
         }
     }
@@ -285,14 +285,18 @@ async fn session(
         read_everything_new(seed, &store, model);
         let mut results = Vec::new();
         for answer in answers {
-            results.push(answer.await.unwrap_or(Err(StoreError::Closed)));
+            results.push(
+                within(seed, "a write's answer", answer)
+                    .await
+                    .unwrap_or(Err(StoreError::Closed)),
+            );
         }
         let failed = results
             .iter()
             .any(|result| matches!(result, Err(StoreError::Storage(_) | StoreError::Closed)));
         if failed {
             model.in_flight = group;
-            store.close().await;
+            within(seed, "closing the store", store.close()).await;
             return settle_failure(seed, &store, disk, tally).await;
         }
         for (op, result) in group.iter().zip(results) {
@@ -301,12 +305,32 @@ async fn session(
         read_everything_new(seed, &store, model);
         if disk.cut().is_some() {
             // The power went after the group's sync (closing up): it is acknowledged and durable.
-            store.close().await;
+            within(seed, "closing the store", store.close()).await;
             return true;
         }
     }
-    store.close().await;
+    within(seed, "closing the store", store.close()).await;
     true
+}
+
+/// Waits for `future`, failing the run with its seed if it takes more than a few seconds: nothing the driver waits for
+/// takes one. (One that ends only when the timer wakes the thread was ready without waking it: a lost wakeup.)
+async fn within<T>(seed: u64, what: &str, future: impl std::future::Future<Output = T>) -> T {
+    let began = Instant::now();
+    let output = tokio::time::timeout(Duration::from_secs(60), future).await;
+    let waited = began.elapsed();
+    check!(
+        seed,
+        output.is_ok() && waited < Duration::from_secs(10),
+        "{what} took {:.1} s{}",
+        waited.as_secs_f64(),
+        if output.is_ok() {
+            ""
+        } else {
+            " and never came"
+        }
+    );
+    output.unwrap()
 }
 
 /// After a write failed: with the power on, it was a failed sync, and the writer must have stopped for good.
@@ -321,7 +345,12 @@ async fn settle_failure(seed: u64, store: &Store, disk: &SimulatedDisk, tally: &
         stopped.is_ok(),
         "a write failed with the power on, and the writer did not stop"
     );
-    let later = store.put_meta("after the failure", Vec::new()).await;
+    let later = within(
+        seed,
+        "a write after the failure",
+        store.put_meta("after the failure", Vec::new()),
+    )
+    .await;
     check!(
         seed,
         matches!(later, Err(StoreError::Closed)),
@@ -765,7 +794,9 @@ async fn recover(seed: u64, store: &Store, model: &mut Model) -> Result<(), ()> 
     }
     let answers = send_group(store, model, &resend);
     for (op, answer) in resend.iter().zip(answers) {
-        let result = answer.await.unwrap_or(Err(StoreError::Closed));
+        let result = within(seed, "a resent write's answer", answer)
+            .await
+            .unwrap_or(Err(StoreError::Closed));
         if let Ok(Outcome::Appended(appended)) = &result {
             check!(
                 seed,
