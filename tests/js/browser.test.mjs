@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { createECDH, randomBytes, randomUUID } from "node:crypto";
 import { createServer } from "node:http";
-import { ADMIN_PASSWORD, CHROMIUM, eventually, launchChromium, Natter, rawCable, startBlog } from "./harness.mjs";
+import { CHROMIUM, eventually, launchChromium, Natter, rawCable, signIn, startBlog } from "./harness.mjs";
 
 const blogPage = (title, extraHead = "", attributes = "") => (blog) => `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${title}</title>${extraHead}</head>
@@ -90,14 +90,6 @@ async function newVisitor() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   return { context, page };
-}
-
-// Signs in on the dashboard's login form, which `page` shows.
-async function signIn(page) {
-  await page.fill("#username", "admin");
-  await page.fill("#password", ADMIN_PASSWORD);
-  await page.click("#login-submit");
-  await page.locator("#app").waitFor();
 }
 
 async function newAdmin() {
@@ -626,10 +618,7 @@ describe("dashboard as an installable app", () => {
     await context.grantPermissions(["notifications"], { origin: natter.url });
     const page = await context.newPage();
     await page.goto(`${natter.url}/admin/`);
-    await page.fill("#username", "admin");
-    await page.fill("#password", ADMIN_PASSWORD);
-    await page.click("#login-submit");
-    await page.locator("#app").waitFor();
+    await signIn(page);
 
     const scope = await page.evaluate(async () => (await navigator.serviceWorker.ready).scope);
     assert.equal(scope, `${natter.url}/admin/`);

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
-import { ADMIN_PASSWORD, CHROMIUM, eventually, launchChromium, Natter, startBlog } from "./harness.mjs";
+import { CHROMIUM, eventually, launchChromium, Natter, signIn, startBlog } from "./harness.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SMTP_SERVER = path.resolve(here, "../api/smtp_server.py");
@@ -77,10 +77,7 @@ async function newAdmin() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   await page.goto(`${natter.url}/admin/`);
-  await page.fill("#username", "admin");
-  await page.fill("#password", ADMIN_PASSWORD);
-  await page.click("#login-submit");
-  await page.locator("#app").waitFor();
+  await signIn(page);
   return { context, page };
 }
 

@@ -13,6 +13,14 @@ export const NATTER_BIN = process.env.NATTER_BIN || path.resolve(here, "../../ta
 export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 export const ADMIN_PASSWORD = "correct horse battery staple";
 
+// Signs in on the dashboard's login form, which `page` shows, and waits for the dashboard.
+export async function signIn(page) {
+  await page.fill("#username", "admin");
+  await page.fill("#password", ADMIN_PASSWORD);
+  await page.click("#login-submit");
+  await page.locator("#app").waitFor();
+}
+
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Polls `check` until it returns a truthy value (which is returned) or the time is up (which throws, with the last
