@@ -190,9 +190,9 @@ impl Writer<'_> {
                 return;
             }
             if let Some(done) = stop {
+                queue.close();
                 // Close the file before saying so, so a new `Store::open` of the same file right after `close` finds
                 // it free (redb allows one open instance per file).
-                queue.close();
                 self.file.close();
                 let _ = done.send(());
                 refuse_the_rest(queue);
