@@ -1172,9 +1172,9 @@ fn seed_2_a_sync_failing_while_the_store_opens_marks_it_for_writing_back() {
 }
 
 /// Found by seed 2 with the store written back after a failed sync left out (`disk::settle`), and by seed 13 since the
-/// driver writes email records too (a change to the driver moves every seed's cuts): started again on the same page cache, redb built on a commit the disk never got,
-/// and after the next power cut the store would not open ("Failed to repair database. All roots are corrupted"). This
-/// is the reopen after an fsync EIO of issue 17.
+/// driver writes email records too (a change to the driver moves every seed's cuts): started again on the same page
+/// cache, redb built on a commit the disk never got, and after the next power cut the store would not open ("Failed
+/// to repair database. All roots are corrupted"). This is the reopen after an fsync EIO of issue 17.
 #[test]
 fn seed_13_a_start_after_a_failed_sync_writes_the_store_back_before_trusting_it() {
     replay(13);

@@ -4,8 +4,9 @@
 //! lands whole, torn, or not at all, and writes land out of order across blocks. The file's length is metadata and
 //! goes its own way: it takes a prefix of the length changes (a `set_len`, or a write past the end), and nothing
 //! beyond it is seen, as on a journaling file system, where the blocks a write puts beyond the old end are reachable
-//! only once the length that covers them is committed (and a failed sync loses the writes, not the length changes). A sync can also fail with EIO: its
-//! writes are dropped and never reach the disk, while the cache goes on serving them (Linux after a failed fsync).
+//! only once the length that covers them is committed. A sync can also fail with EIO: its writes are dropped and
+//! never reach the disk (its length changes may, with the journal), while the cache goes on serving them (Linux after
+//! a failed fsync).
 //!
 //! The driver (`power_cuts`) arms a cut at a mutating operation (a write, a length change or a sync) counted from the
 //! moment it arms it; from that operation on the disk answers every call with EIO, as a machine that is off would.

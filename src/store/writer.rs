@@ -181,20 +181,18 @@ impl Writer<'_> {
                     next = queue.try_recv().ok();
                 }
             }
-            if !batch.is_empty() && !self.write(&mut batch) {
-                // Stopped for good: every write queued or still to come fails (`Closed`), and `Store::failed` says so.
+            let stopped_for_good = !batch.is_empty() && !self.write(&mut batch);
+            if stopped_for_good || stop.is_some() {
+                // Every write queued or still to come fails (`Closed`). The file is closed before anyone hears of it,
+                // so a new `Store::open` of the same file right after `close` finds it free (redb allows one open
+                // instance per file).
                 queue.close();
                 self.file.close();
-                let _ = self.file.failed.send(true);
-                refuse_the_rest(queue);
-                return;
-            }
-            if let Some(done) = stop {
-                queue.close();
-                // Close the file before saying so, so a new `Store::open` of the same file right after `close` finds
-                // it free (redb allows one open instance per file).
-                self.file.close();
-                let _ = done.send(());
+                if stopped_for_good {
+                    let _ = self.file.failed.send(true);
+                } else if let Some(done) = stop {
+                    let _ = done.send(());
+                }
                 refuse_the_rest(queue);
                 return;
             }
